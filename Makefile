@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh clone: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
+
+.PHONY: demo test test-fast bench setup clean
+
+demo: $(VENV)/.runtime
+	@echo "resnet-tf demo: until the end-to-end demo lands, this lists the model zoo (resnet-tf models)."
+	$(BIN)/resnet-tf models
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest tests -ra --durations=15
+
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest tests -ra -m "not slow"
+
+bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/train_throughput.py
+
+setup: $(VENV)/.dev
+
+$(VENV)/.runtime: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PIP) -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info

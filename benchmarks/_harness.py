@@ -1,0 +1,67 @@
+"""Shared plumbing for the benchmarks: one fresh process per measurement.
+
+Each (peer, setting) is measured in its own Python process so that one
+peer's graph caches, thread pools and allocator state never help or hurt
+another's; peers are run alternately, repetition by repetition, and the
+median of the repetitions is reported.
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+
+def machine_summary():
+    cpu = platform.processor() or "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def run_child(script, args, timeout=1800):
+    """Run ``script --child args...`` and return the JSON it prints last."""
+    cmd = [sys.executable, script, "--child", *args]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"benchmark child {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stderr[-4000:]}"
+        )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"benchmark child {' '.join(args)} printed no result")
+    return json.loads(lines[-1])
+
+
+def alternate(script, peers, settings, repeats, make_args):
+    """Measure every (setting, peer) ``repeats`` times, alternating peers.
+
+    Returns {(setting, peer): [result, ...]}.
+    """
+    results = {}
+    for rep in range(repeats):
+        for setting in settings:
+            for peer in peers:
+                t0 = time.time()
+                r = run_child(script, make_args(peer, setting))
+                results.setdefault((setting, peer), []).append(r)
+                print(f"  rep {rep + 1}/{repeats} {setting:>15} {peer:<20} "
+                      f"{r['value']:8.2f} {r['unit']}  ({time.time() - t0:.0f} s)",
+                      flush=True)
+    return results
+
+
+def median(results, key):
+    return statistics.median(r["value"] for r in results[key])

@@ -1,0 +1,52 @@
+"""Shared test helpers.
+
+- ``shared_data(name)``: the path of a real dataset folder under
+  ``$RESNET_TF_DATA`` or ``../shared/data``; skips when absent, fails under
+  ``CI=true`` (CI must test on real data).
+- ``keras_session``: every test starts from the float32 policy and a clean
+  Keras session, with a fixed seed.
+"""
+
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def data_root():
+    env = os.environ.get("RESNET_TF_DATA")
+    return pathlib.Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def shared_data(name):
+    path = data_root() / name
+    if not path.exists():
+        reason = (f"real data {path} not found (set RESNET_TF_DATA or put "
+                  "the shared data beside the repository)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def keras_session():
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
+
+
+def inbound_layers(layer):
+    """The layers whose outputs feed ``layer`` (its first call)."""
+    inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
+    return [t._keras_history.operation for t in inputs]
