@@ -1,9 +1,13 @@
 """The ``resnet-tf`` command line.
 
     resnet-tf models [NAME ...] [--shortcuts A,B,C] [--json]
+    resnet-tf train classifier --config cifar|imagenet --model resnet20 --data SPEC --out DIR
+    resnet-tf evaluate classifier --model DIR --data SPEC [--crops center|10|multiscale] [--json]
+    resnet-tf predict classifier --model DIR IMAGE... [--json]
 
-Later subcommands (train, evaluate, predict, export, demo) hang off the
-same parser, one ``add_*`` function each.
+Each subcommand family is one ``add_*`` function; the work happens in
+library functions (``train.train_classifier``, ``evaluate.*``) that tests
+and notebooks call directly.
 """
 
 import argparse
@@ -35,7 +39,172 @@ def build_parser():
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(title="commands")
     add_models(sub)
+    add_train(sub)
+    add_evaluate(sub)
+    add_predict(sub)
     return parser
+
+
+def _task_parser(sub, verb, help_text):
+    p = sub.add_parser(verb, help=help_text)
+    return p.add_subparsers(title="what", dest="task", required=True)
+
+
+def _data_options(p):
+    p.add_argument("--data-dir", help="TFDS data_dir (where prepared datasets live)")
+    p.add_argument("--manual-dir", help="TFDS manual_dir (e.g. the ImageNet tar files)")
+    p.add_argument("--download", action="store_true",
+                   help="let TFDS download and prepare a missing dataset (off by default)")
+
+
+# --- resnet-tf train classifier ---------------------------------------------
+
+
+def add_train(sub):
+    tasks = _task_parser(sub, "train", "train a model")
+    p = tasks.add_parser(
+        "classifier", help="train a ResNet classifier with model.fit",
+        description="Train a classifier with one of the paper's recipes and write "
+        "a model directory (model.keras, resnet_tf.json, mean_image.npy, "
+        "checkpoints/, logs/, history.csv). Re-running the same command resumes "
+        "an interrupted run.")
+    p.add_argument("--config", default="cifar", choices=["cifar", "imagenet"],
+                   help="the training recipe (default cifar)")
+    p.add_argument("--model", default="resnet20",
+                   help="architecture, e.g. resnet20, plain56, resnet50 (default resnet20)")
+    p.add_argument("--data", required=True,
+                   help="tfds:NAME[:SPLIT], folder:PATH or synthetic")
+    p.add_argument("--val-data", help="a separate data spec for validation")
+    p.add_argument("--val-fraction", type=float,
+                   help="hold out this fraction of the training data for validation")
+    p.add_argument("--out", required=True, help="the model directory to write")
+    p.add_argument("--epochs", type=int, help="train this many epochs")
+    p.add_argument("--iterations", type=int,
+                   help="train this many iterations (default: the recipe's full run)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float,
+                   help="default: the recipe's, scaled by batch size")
+    p.add_argument("--precision", "--policy", dest="policy", default="float32",
+                   choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"])
+    p.add_argument("--clipnorm", type=float, help="clip gradients to this global norm")
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--shortcut", choices=["A", "B", "C"])
+    p.add_argument("--stride-on", choices=["1x1", "3x3"])
+    p.add_argument("--zero-init-residual", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deterministic", action="store_true",
+                   help="fixed seeds and order (slower input pipeline)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="never cache decoded images in memory")
+    p.add_argument("--mean-images", type=int,
+                   help="compute the mean image over at most this many images")
+    p.add_argument("--synthetic-size", type=int, default=32)
+    p.add_argument("--synthetic-train", type=int, default=2000)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _data_options(p)
+    p.set_defaults(func=run_train_classifier)
+
+
+def run_train_classifier(args):
+    from resnet_tf.train import train_classifier
+
+    model_kwargs = {}
+    if args.shortcut:
+        model_kwargs["shortcut"] = args.shortcut
+    if args.stride_on:
+        model_kwargs["stride_on"] = args.stride_on
+    if args.zero_init_residual:
+        model_kwargs["zero_init_residual"] = True
+    result = train_classifier(
+        args.data, args.out, model=args.model, recipe=args.config,
+        epochs=args.epochs, iterations=args.iterations, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, policy=args.policy, strategy=args.strategy,
+        clipnorm=args.clipnorm, label_smoothing=args.label_smoothing,
+        val_fraction=args.val_fraction, val_data=args.val_data, seed=args.seed,
+        deterministic=args.deterministic, cache=False if args.no_cache else "auto",
+        mean_images=args.mean_images, data_dir=args.data_dir,
+        manual_dir=args.manual_dir, download=args.download,
+        synthetic_size=args.synthetic_size, synthetic_train=args.synthetic_train,
+        model_kwargs=model_kwargs, verbose=2 if args.json else 1)
+    if args.json:
+        print(json.dumps({"model_dir": args.out, **result.results}))
+    else:
+        print(f"Model directory: {args.out}")
+        for k, v in result.results.items():
+            print(f"  {k}: {v}")
+    return 0
+
+
+# --- resnet-tf evaluate classifier ------------------------------------------
+
+
+def add_evaluate(sub):
+    tasks = _task_parser(sub, "evaluate", "evaluate a model")
+    p = tasks.add_parser("classifier", help="top-1 and top-5 error",
+                         description="Top-1/top-5 error of a classifier directory "
+                         "on a data set's evaluation split.")
+    p.add_argument("--model", required=True, help="a classifier model directory")
+    p.add_argument("--data", required=True,
+                   help="tfds:NAME[:SPLIT], folder:PATH or synthetic")
+    p.add_argument("--crops", default="center", choices=["center", "10", "multiscale"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-images", type=int)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _data_options(p)
+    p.set_defaults(func=run_evaluate_classifier)
+
+
+def run_evaluate_classifier(args):
+    from resnet_tf.evaluate import evaluate_classifier
+
+    r = evaluate_classifier(args.model, args.data, crops=args.crops,
+                            batch_size=args.batch_size, max_images=args.max_images,
+                            data_dir=args.data_dir, manual_dir=args.manual_dir,
+                            download=args.download)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"{r['data']} [{r['split']}], {r['images']} images, {r['crops']} crops: "
+              f"top-1 error {100 * r['top1_error']:.2f}%, "
+              f"top-5 error {100 * r['top5_error']:.2f}%"
+              + (f" ({r['skipped_images']} unreadable images skipped)"
+                 if r["skipped_images"] else ""))
+    return 0
+
+
+# --- resnet-tf predict classifier -------------------------------------------
+
+
+def add_predict(sub):
+    tasks = _task_parser(sub, "predict", "predict with a model")
+    p = tasks.add_parser("classifier", help="top-5 classes of image files")
+    p.add_argument("--model", required=True, help="a classifier model directory")
+    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, BMP)")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--class-index",
+                   help="imagenet_class_index.json (Keras) or LOC_synset_mapping.txt "
+                   "to print human-readable ImageNet names")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_predict_classifier)
+
+
+def run_predict_classifier(args):
+    from resnet_tf.evaluate import predict_files
+
+    rows = predict_files(args.model, args.images, top=args.top,
+                         class_index=args.class_index)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print(row["path"])
+            if "error" in row:
+                print(f"  error: {row['error']}")
+                continue
+            for p in row["predictions"]:
+                print(f"  {p['probability']:7.2%}  {p['name']} ({p['class']})")
+    return 1 if any("error" in r for r in rows) else 0
 
 
 # --- resnet-tf models --------------------------------------------------------

@@ -1,0 +1,186 @@
+"""Evaluate and predict with a trained classifier directory.
+
+Views (Sec. 3.4):
+- ``center``: shorter side 256, centre 224 crop (CIFAR: the original image);
+- ``10``: the 4 corner and centre crops of the 256 image and their flips,
+  softmax scores averaged;
+- ``multiscale``: the whole image, fully convolutional, at shorter sides
+  {224, 256, 384, 480, 640}, softmax scores averaged (one image at a time,
+  since every image keeps its own aspect ratio).
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from resnet_tf import model_dir
+from resnet_tf.data.decode import SkipCounter
+from resnet_tf.data.pipeline import decoded_examples, make_dataset
+from resnet_tf.data.sources import open_source
+
+CROPS = ("center", "10", "multiscale")
+
+
+def top_k_errors(probs, labels, k=5):
+    """(top-1 error, top-k error) of float [N, C] scores for int [N] labels."""
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    if len(labels) == 0:
+        raise ValueError("no images to evaluate.")
+    k = min(k, probs.shape[-1])
+    order = np.argsort(-probs, axis=-1)
+    top1 = order[:, 0] == labels
+    topk = (order[:, :k] == labels[:, None]).any(-1)
+    return 1.0 - top1.mean(), 1.0 - topk.mean()
+
+
+def evaluate_classifier(model_or_dir, data, crops="center", *, batch_size=64,
+                        max_images=None, data_dir=None, manual_dir=None,
+                        multiscale_flip=False, verbose=0, **source_kwargs):
+    """Top-1 and top-5 error of a classifier directory on a data spec.
+
+    Args:
+        model_or_dir: a model directory or a loaded ``model_dir.Classifier``.
+        data: a data spec; its evaluation split is used (validation/test
+            folder or split, or every image of a flat folder).
+        crops: "center", "10" or "multiscale".
+        max_images: evaluate the first N images only.
+    Returns:
+        dict: top1_error, top5_error, images, skipped_images, crops, data.
+    """
+    if crops not in CROPS:
+        raise ValueError(f"crops must be one of {CROPS}, got {crops!r}.")
+    clf = (model_dir.load_classifier(model_or_dir)
+           if isinstance(model_or_dir, (str, os.PathLike)) else model_or_dir)
+    source = open_source(data, data_dir=data_dir, manual_dir=manual_dir,
+                         **source_kwargs)
+    split = source.split("eval")
+    from resnet_tf.train import label_map_for
+
+    label_map = label_map_for(source.class_names, clf.class_names, data)
+    counter = SkipCounter()
+    model, prep, mean = clf.model, clf.preprocessing, clf.mean_image
+    if crops == "center":
+        ds = make_dataset(split, prep, mean, training=False, batch_size=batch_size,
+                          cache=False, counter=counter, label_map=label_map)
+        if max_images:
+            ds = ds.unbatch().take(max_images).batch(batch_size)
+        probs, labels = [], []
+        for x, y in ds:
+            probs.append(np.asarray(model(x, training=False), np.float32))
+            labels.append(y.numpy())
+        probs, labels = np.concatenate(probs), np.concatenate(labels)
+    else:
+        probs, labels = _per_image(model, split, prep, mean, crops, counter,
+                                   label_map, max_images, multiscale_flip)
+    top1, top5 = top_k_errors(probs, labels)
+    return {"data": data, "split": split.name, "crops": crops, "images": len(labels),
+            "top1_error": float(top1), "top5_error": float(top5),
+            "skipped_images": counter.count}
+
+
+def _per_image(model, split, prep, mean, crops, counter, label_map, max_images,
+               flip):
+    mean_t = None if mean is None else tf.constant(mean, tf.float32)
+    ds = decoded_examples(split, counter)
+    if max_images:
+        ds = ds.take(max_images)
+    if crops == "10":
+        ds = ds.map(lambda ex: (prep.ten_crop(ex["image"], mean_t), ex["label"]),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda ex: (tuple(prep.multiscale_views(ex["image"], mean_t,
+                                                             flip=flip)),
+                                ex["label"]),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    probs, labels = [], []
+    for views, y in ds:
+        if crops == "10":
+            p = np.asarray(model(views, training=False), np.float32).mean(0)
+        else:
+            p = np.mean([np.asarray(model(v[None], training=False), np.float32)[0]
+                         for v in views], axis=0)
+        probs.append(p)
+        labels.append(int(label_map[int(y)]))
+    return np.stack(probs), np.array(labels)
+
+
+def read_class_index(path):
+    """Class names from a Keras ``imagenet_class_index.json`` or a
+    ``LOC_synset_mapping.txt`` file.
+
+    Returns ``(names, synsets)``: human-readable names and WordNet IDs, in
+    class-index order.
+    """
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: class index file not found.")
+    if path.endswith(".json"):
+        with open(path) as f:
+            try:
+                index = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON ({e}).") from e
+        try:
+            rows = [index[str(i)] for i in range(len(index))]
+        except KeyError as e:
+            raise ValueError(f"{path}: expected keys '0'..'{len(index) - 1}' mapping "
+                             "to [wnid, name] (Keras format).") from e
+        return [r[1] for r in rows], [r[0] for r in rows]
+    names, synsets = [], []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            wnid, _, name = line.partition(" ")
+            if not name:
+                raise ValueError(f"{path}:{i}: expected 'WNID name, ...', got {line!r}.")
+            synsets.append(wnid)
+            names.append(name.split(",")[0].strip())
+    return names, synsets
+
+
+def predict_files(model_or_dir, paths, top=5, class_index=None):
+    """Top-``top`` predictions for image files.
+
+    Returns one dict per readable file: ``{"path", "predictions": [{"class",
+    "name", "probability"}...]}``; unreadable files get ``{"path", "error"}``.
+    ``class_index`` (a class-index file) renames classes whose names are
+    WordNet IDs (e.g. folders named n01440764) to human-readable names.
+    """
+    from resnet_tf.data.decode import decode_image
+
+    clf = (model_dir.load_classifier(model_or_dir)
+           if isinstance(model_or_dir, (str, os.PathLike)) else model_or_dir)
+    names = list(clf.class_names)
+    if class_index:
+        human, synsets = read_class_index(class_index)
+        by_wnid = dict(zip(synsets, human))
+        if all(n in by_wnid for n in names):
+            names = [by_wnid[n] for n in names]
+        elif len(human) == len(names):
+            names = human
+        else:
+            raise ValueError(f"{class_index}: its {len(human)} classes match neither "
+                             f"the model's {len(names)} class names nor their count.")
+    mean = None if clf.mean_image is None else tf.constant(clf.mean_image)
+    out = []
+    for path in paths:
+        try:
+            contents = tf.io.read_file(path)
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+            out.append({"path": path, "error": f"cannot read: {e.message}"})
+            continue
+        image, ok = decode_image(contents, tf.constant(path))
+        if not bool(ok):
+            out.append({"path": path, "error": "not a readable JPEG/PNG/GIF/BMP image"})
+            continue
+        x = clf.preprocessing.eval_view(image, mean)[None]
+        p = np.asarray(clf.model(x, training=False), np.float32)[0]
+        order = np.argsort(-p)[:min(top, len(p))]
+        out.append({"path": path, "predictions": [
+            {"class": int(c), "name": names[c], "probability": float(p[c])}
+            for c in order]})
+    return out

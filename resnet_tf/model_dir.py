@@ -1,0 +1,150 @@
+"""The trained-model directory: everything needed to evaluate, predict,
+fine-tune detection/localization from, and export a model.
+
+    DIR/model.keras        the model (architecture and weights)
+    DIR/resnet_tf.json     kind, class names, preprocessing, recipe, results
+    DIR/mean_image.npy     float32 [crop, crop, 3], the per-pixel mean
+    DIR/checkpoints/       best.keras (by validation top-1), last.keras
+    DIR/backup/            BackupAndRestore state while a run is unfinished
+    DIR/logs/              TensorBoard;  DIR/history.csv: one row per epoch
+"""
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+import numpy as np
+
+FORMAT = "resnet-tf"
+FORMAT_VERSION = 1
+META = "resnet_tf.json"
+MODEL = "model.keras"
+MEAN = "mean_image.npy"
+
+
+@dataclasses.dataclass
+class Classifier:
+    """A loaded classifier directory."""
+
+    model: object
+    class_names: list
+    mean_image: Optional[np.ndarray]
+    preprocessing: object
+    meta: dict
+    directory: str
+
+
+def save_classifier(directory, model, class_names, mean_image, preprocessing,
+                    recipe=None, results=None, extra=None):
+    """Write ``model`` and its metadata to ``directory`` (created if needed)."""
+    os.makedirs(directory, exist_ok=True)
+    if len(class_names) != model.output.shape[-1]:
+        raise ValueError(f"{len(class_names)} class names for a model with "
+                         f"{model.output.shape[-1]} outputs.")
+    _atomic(os.path.join(directory, MODEL), lambda p: model.save(p))
+    if mean_image is not None:
+        _atomic(os.path.join(directory, MEAN),
+                lambda p: _write_npy(p, np.asarray(mean_image, np.float32)))
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": "classifier",
+        "architecture": _jsonable(model.get_config()),
+        "class_names": list(class_names),
+        "preprocessing": preprocessing.to_dict(),
+        "mean_image": MEAN if mean_image is not None else None,
+        "recipe": recipe.to_dict() if recipe is not None else None,
+        "results": results or {},
+    }
+    meta.update(extra or {})
+    _atomic(os.path.join(directory, META), lambda p: _write_json(p, meta))
+    return directory
+
+
+def read_meta(directory, kind=None):
+    path = os.path.join(directory, META)
+    if not os.path.isdir(directory):
+        raise ValueError(f"{directory}: no such model directory. Train one with "
+                         "`resnet-tf train classifier ... --out DIR`.")
+    if not os.path.exists(path):
+        raise ValueError(f"{path} is missing: {directory} is not a resnet-tf model "
+                         "directory (written by `resnet-tf train`).")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable model metadata ({e}).") from e
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a resnet-tf model directory "
+                         f"(format {meta.get('format')!r}).")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path}: format version {meta['format_version']} is newer "
+                         f"than this resnet-tf reads ({FORMAT_VERSION}); upgrade.")
+    if kind and meta.get("kind") != kind:
+        raise ValueError(f"{directory} holds a {meta.get('kind')}, not a {kind}.")
+    return meta
+
+
+def load_classifier(directory, compile=False):
+    """Load a classifier directory written by ``save_classifier``."""
+    import keras
+
+    from resnet_tf.data.preprocessing import Preprocessing
+    import resnet_tf.backbone  # noqa: F401  (registers ResNet for loading)
+
+    meta = read_meta(directory, kind="classifier")
+    model_path = os.path.join(directory, MODEL)
+    if not os.path.exists(model_path):
+        raise ValueError(f"{model_path} is missing from the model directory.")
+    try:
+        model = keras.saving.load_model(model_path, compile=compile)
+    except Exception as e:
+        raise ValueError(f"{model_path}: could not load the model ({type(e).__name__}: "
+                         f"{e}). The file may be truncated; retrain or restore it "
+                         "from checkpoints/.") from e
+    mean = None
+    if meta.get("mean_image"):
+        mean_path = os.path.join(directory, meta["mean_image"])
+        try:
+            mean = np.load(mean_path)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{mean_path}: could not read the mean image ({e}).") from e
+    return Classifier(model=model, class_names=meta["class_names"], mean_image=mean,
+                      preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
+                      meta=meta, directory=directory)
+
+
+def update_results(directory, **results):
+    """Merge ``results`` into the directory's metadata."""
+    meta = read_meta(directory)
+    meta.setdefault("results", {}).update(results)
+    path = os.path.join(directory, META)
+    _atomic(path, lambda p: _write_json(p, meta))
+
+
+def _atomic(path, write):
+    """Write through a temporary name, then rename: never a half-written file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    if path.endswith(".keras"):
+        tmp += ".keras"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_json(path, obj):
+    with open(path, "w") as f:
+        f.write(json.dumps(obj, indent=1) + "\n")
+
+
+def _write_npy(path, array):
+    with open(path, "wb") as f:
+        np.save(f, array)
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
