@@ -282,3 +282,57 @@ def test_imagenet_chain_on_real_photos():
         np.testing.assert_array_equal(a, b)  # stateless: same seeds, same crops
         assert np.isfinite(a).all() and -40 < a.min() and a.max() < 295  # small colour shift
         assert a.std() > 10  # a photo, not a blank crop
+
+
+def test_random_scale_crop_equals_resize_then_slice_up_to_half_a_pixel():
+    from resnet_tf.data import augment as A
+
+    # A smooth image, so that half a pixel of shift changes values little.
+    for h, w in ((375, 500), (500, 333), (256, 256), (180, 640), (2000, 1500)):
+        yy, xx = np.mgrid[0:h, 0:w]
+        smooth = 127 + 60 * np.sin(yy / 23.0) + 60 * np.cos(xx / 31.0)
+        image = tf.constant(np.stack([smooth, smooth[::-1], smooth[:, ::-1]], -1),
+                            tf.float32)
+        for i in range(6):
+            scale_seed = tf.constant([i, 11], tf.int64)
+            crop_seed = tf.constant([i, 12], tf.int64)
+            out = A.random_scale_crop(image, scale_seed, crop_seed, 224)
+            assert out.shape == (224, 224, 3)
+            # The reference: the whole image resized to the same s, cropped
+            # at the same offsets.
+            resized = A.random_resized_scale(image, scale_seed)
+            oy_seed, ox_seed = A.split_seed(crop_seed, 2)
+            H, W = resized.shape[0], resized.shape[1]
+            oy = int(tf.random.stateless_uniform([], oy_seed, 0, H - 223, tf.int32))
+            ox = int(tf.random.stateless_uniform([], ox_seed, 0, W - 223, tf.int32))
+            assert 256 <= min(H, W) <= 480
+            ref = resized[oy:oy + 224, ox:ox + 224].numpy()
+            # Sampling positions differ by at most one resized pixel (half a
+            # pixel of offset rounding plus the window's scale rounding) along
+            # each axis; the image changes by at most (60/23 + 60/31) / f per
+            # resized pixel of shift in both.
+            f = min(H, W) / min(h, w)
+            slope = (60 / 23 + 60 / 31) / f
+            diff = np.abs(out.numpy() - ref)
+            assert diff.max() < 1.05 * slope, (h, w, i, diff.max())
+            assert diff.mean() < 0.5 * slope
+
+
+def test_windowed_jpeg_decode_matches_full_decode_then_scale_crop():
+    from resnet_tf.data import augment as A, decode as D
+
+    root = shared_data("hymenoptera/hymenoptera_data")
+    files = sorted((root / "train" / "bees").iterdir())[:4]
+    for path in files:
+        contents = tf.io.read_file(str(path))
+        fmt, reason = D.check_image_bytes(contents)
+        assert int(reason) == D.OK and int(fmt) == D.JPEG
+        full = D.decode_checked(contents, fmt)
+        for i in range(8):
+            ss, cs = tf.constant([i, 5], tf.int64), tf.constant([i, 6], tf.int64)
+            want = A.random_scale_crop(full, ss, cs, 224)
+            got = A.decode_random_scale_crop(contents, fmt, ss, cs, 224)
+            # Windowed JPEG decoding can differ from a full decode by a grey
+            # level or two at block edges; resampling then matches.
+            diff = np.abs(got.numpy() - want.numpy())
+            assert diff.mean() < 0.5 and diff.max() <= 12, (path.name, i, diff.max())

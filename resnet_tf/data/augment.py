@@ -27,6 +27,8 @@ Images are HWC, RGB, 3 channels. All functions are graph-mode TensorFlow
 
 import tensorflow as tf
 
+from resnet_tf.data import decode
+
 # Sec. 3.4: shorter side sampled in [256, 480].
 SCALE_MIN, SCALE_MAX = 256, 480
 
@@ -76,7 +78,13 @@ def resize_shorter_side(image, size):
         Caffe/Torch pipelines).
     """
     image = tf.convert_to_tensor(image)
-    shape = tf.shape(image)
+    new_size = _shorter_side_target(tf.shape(image), size)
+    resized = tf.image.resize(image, new_size, method="bilinear", antialias=False)
+    return tf.ensure_shape(tf.cast(resized, tf.float32), [None, None, 3])
+
+
+def _shorter_side_target(shape, size):
+    """int32 [2]: (H', W') with the shorter side ``size`` (see above)."""
     height = tf.cast(shape[0], tf.float64)
     width = tf.cast(shape[1], tf.float64)
     target = tf.cast(size, tf.float64)
@@ -84,9 +92,12 @@ def resize_shorter_side(image, size):
     # Pin the shorter side to exactly `size`; rounding only touches the other.
     new_height = tf.where(height <= width, target, tf.round(height * scale))
     new_width = tf.where(height <= width, tf.round(width * scale), target)
-    new_size = tf.cast(tf.stack([new_height, new_width]), tf.int32)
-    resized = tf.image.resize(image, new_size, method="bilinear", antialias=False)
-    return tf.ensure_shape(tf.cast(resized, tf.float32), [None, None, 3])
+    return tf.cast(tf.stack([new_height, new_width]), tf.int32)
+
+
+def _random_shorter_side(seed, min_size, max_size):
+    return tf.random.stateless_uniform([], seed, minval=min_size, maxval=max_size + 1,
+                                       dtype=tf.int32)
 
 
 def random_resized_scale(image, seed, min_size=SCALE_MIN, max_size=SCALE_MAX):
@@ -102,9 +113,118 @@ def random_resized_scale(image, seed, min_size=SCALE_MIN, max_size=SCALE_MAX):
         float32 [H', W', 3] with ``min(H', W') == s`` (see
         ``resize_shorter_side``).
     """
-    size = tf.random.stateless_uniform([], seed, minval=min_size, maxval=max_size + 1,
-                                       dtype=tf.int32)
-    return resize_shorter_side(image, size)
+    return resize_shorter_side(image, _random_shorter_side(seed, min_size, max_size))
+
+
+def _scale_crop_draws(shape, scale_seed, crop_seed, size, min_size, max_size):
+    """The random choices of a scale-augmented crop, for an image of ``shape``.
+
+    Returns ``(scale, offset, first, last)``: float32 [2] per-axis factors
+    (resized / original), float32 [2] top-left corner of the crop in the
+    resized image, and float32 [2] source coordinates sampled by the crop's
+    first and last pixels.
+    """
+    s = _random_shorter_side(scale_seed, min_size, max_size)
+    target = _shorter_side_target(shape, s)
+    oy_seed, ox_seed = split_seed(crop_seed, 2)
+    oy = tf.random.stateless_uniform([], oy_seed, 0, target[0] - size + 1, tf.int32)
+    ox = tf.random.stateless_uniform([], ox_seed, 0, target[1] - size + 1, tf.int32)
+    scale = tf.cast(target, tf.float32) / tf.cast(shape, tf.float32)
+    offset = tf.cast(tf.stack([oy, ox]), tf.float32)
+    first = (offset + 0.5) / scale - 0.5
+    last = (offset + size - 0.5) / scale - 0.5
+    return scale, offset, first, last
+
+
+def _window(shape, scale, first, last):
+    """int32 [2] ``lo`` and ``hi``: the source rows/cols (inclusive) a crop
+    needs, with a margin of ceil(1 / scale) for the resampling, clamped."""
+    margin = tf.cast(tf.math.ceil(1.0 / scale), tf.int32)
+    lo = tf.maximum(tf.cast(tf.floor(first), tf.int32) - margin, 0)
+    hi = tf.minimum(tf.cast(tf.math.ceil(last), tf.int32) + margin, shape - 1)
+    return lo, hi
+
+
+def _resize_window_crop(window, lo, scale, offset, size):
+    """Resize a source window by ``scale`` and cut the crop out of it.
+
+    The window (rows/cols ``lo``.. of the source) is resized to
+    ``round(window_size * scale)`` and the crop taken at the nearest integer
+    position, so the result equals resizing the whole image and cropping up
+    to a sub-pixel shift (at most half a resized pixel) and a scale rounded
+    to the window's integer size. ``ResizeBilinear`` on the window is ~2.5x
+    faster than ``ScaleAndTranslate``, which would be exact.
+    """
+    win = tf.shape(window)[:2]
+    out = tf.cast(tf.round(tf.cast(win, tf.float32) * scale), tf.int32)
+    out = tf.maximum(out, size)
+    resized = tf.image.resize(window, out, method="bilinear", antialias=False)
+    start = tf.cast(tf.round(offset - tf.cast(lo, tf.float32) * scale), tf.int32)
+    start = tf.clip_by_value(start, 0, out - size)
+    crop = tf.slice(resized, tf.concat([start, [0]], 0), [size, size, 3])
+    return tf.ensure_shape(tf.cast(crop, tf.float32), [size, size, 3])
+
+
+def random_scale_crop(image, scale_seed, crop_seed, size, min_size=SCALE_MIN,
+                      max_size=SCALE_MAX):
+    """Scale augmentation and a random crop in one resampling (Sec. 3.4).
+
+    The shorter side's s is drawn as in ``random_resized_scale`` (same
+    ``scale_seed``, same s) and the crop position uniformly, as a
+    ``size`` x ``size`` crop of the image resized to s; but only a window
+    around the crop is resampled (see ``_resize_window_crop``: equal to
+    resize-then-crop up to half a pixel of shift), which is faster than
+    resizing the whole image.
+
+    Args:
+        image: [H, W, 3], any real dtype.
+        scale_seed, crop_seed: int32/int64 [2].
+        size: Python int, the crop side; must be <= min_size.
+    Returns:
+        float32 [size, size, 3].
+    """
+    image = tf.convert_to_tensor(image)
+    shape = tf.shape(image)[:2]
+    scale, offset, first, last = _scale_crop_draws(shape, scale_seed, crop_seed, size,
+                                                   min_size, max_size)
+    lo, hi = _window(shape, scale, first, last)
+    window = image[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1]
+    return _resize_window_crop(window, lo, scale, offset, size)
+
+
+def decode_random_scale_crop(contents, fmt, scale_seed, crop_seed, size,
+                             min_size=SCALE_MIN, max_size=SCALE_MAX):
+    """``random_scale_crop`` straight from encoded bytes.
+
+    For a JPEG only the rows and columns the crop window needs are decoded
+    (``decode_and_crop_jpeg``; about 1.4x faster than a full decode for the
+    windows scale augmentation produces), then resampled as in
+    ``random_scale_crop``: same draws and the same pixels, up to libjpeg's
+    small differences between windowed and whole-image decoding. Other
+    formats are decoded whole first.
+
+    Args:
+        contents: tf.string scalar that passed ``decode.check_image_bytes``.
+        fmt: its format code (``decode.JPEG`` ...).
+    Returns:
+        float32 [size, size, 3].
+    """
+    def other():
+        return random_scale_crop(decode.decode_checked(contents, fmt), scale_seed,
+                                 crop_seed, size, min_size, max_size)
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(contents)[:2]
+        scale, offset, first, last = _scale_crop_draws(shape, scale_seed, crop_seed,
+                                                       size, min_size, max_size)
+        lo, hi = _window(shape, scale, first, last)
+        window = tf.io.decode_and_crop_jpeg(
+            contents, tf.concat([lo, hi - lo + 1], 0), channels=3,
+            dct_method="INTEGER_ACCURATE")
+        return _resize_window_crop(window, lo, scale, offset, size)
+
+    out = tf.cond(tf.equal(fmt, decode.JPEG), jpeg, other)
+    return tf.ensure_shape(out, [size, size, 3])
 
 
 def random_crop(image, seed, size):

@@ -333,6 +333,40 @@ class SkipCounter:
         return f"SkipCounter(count={self.count})"
 
 
+def filter_valid(dataset, counter, deterministic=None):
+    """Drop elements whose ``"image_bytes"`` fail ``check_image_bytes``.
+
+    The bytes stay encoded (for a later decode that needs them, such as the
+    windowed JPEG decode of the ImageNet-style training view); each dropped
+    file is reported to ``counter`` (in the bad branch only). Adds
+    ``"format"`` (int32, ``JPEG``/``PNG``/``GIF``/``BMP``) to each element.
+    """
+
+    def check(element):
+        element = dict(element)
+        fmt, reason = check_image_bytes(element["image_bytes"])
+        element["format"] = fmt
+        ok = reason == OK
+        if counter is not None:
+            def report():
+                message = tf.gather(tf.constant(REASONS), reason)
+                flag = tf.py_function(_report_to(counter), [element["path"], message],
+                                      tf.bool)
+                return tf.ensure_shape(flag, [])
+            ok = tf.cond(ok, lambda: tf.constant(True), report)
+        return element, ok
+
+    dataset = dataset.map(check, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=deterministic)
+    dataset = dataset.filter(lambda element, ok: ok)
+    return dataset.map(lambda element, ok: element)
+
+
+def decode_checked(contents, fmt):
+    """Decode bytes that passed ``check_image_bytes``: uint8 [H, W, 3]."""
+    return tf.ensure_shape(_decode_valid(contents, fmt), [None, None, 3])
+
+
 def decode_and_filter(dataset, counter, deterministic=None):
     """Decode ``"image_bytes"`` to ``"image"``, dropping files that can't be.
 
@@ -357,12 +391,11 @@ def decode_and_filter(dataset, counter, deterministic=None):
 
     def decode(element):
         element = dict(element)
-        image, ok = decode_image(element.pop("image_bytes"), element["path"], counter)
-        element["image"] = image
-        return element, ok
+        element["image"] = decode_checked(element.pop("image_bytes"),
+                                          element.pop("format"))
+        return element
 
+    dataset = filter_valid(dataset, counter, deterministic)
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=deterministic)
-    dataset = dataset.filter(lambda element, ok: ok)
-    dataset = dataset.map(lambda element, ok: element)
     return dataset.ignore_errors(log_warning=True)

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from resnet_tf.data.decode import SkipCounter, decode_and_filter
+from resnet_tf.data.decode import SkipCounter, decode_and_filter, filter_valid
 
 log = logging.getLogger("resnet_tf.data")
 
@@ -63,32 +63,44 @@ def make_dataset(split, preprocessing, mean_image=None, *, training, batch_size,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     cached = _should_cache(split, cache, cache_limit)
     shuffle_files = seed if training and not cached else None
-    ds = decoded_examples(split, counter, shuffle_seed=shuffle_files,
-                          deterministic=deterministic)
-    if cached:
-        ds = ds.cache()
-        if training:
-            ds = ds.shuffle(min(split.num_examples, 50_000), seed=seed,
-                            reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
     mean = None if mean_image is None else tf.constant(mean_image, tf.float32)
     label_map = None if label_map is None else tf.constant(label_map, tf.int32)
+    counter = counter if counter is not None else SkipCounter()
+    par = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or None)
 
     def label_of(ex):
         y = ex["label"]
         return y if label_map is None else tf.gather(label_map, y)
 
-    if training:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, seeds.batch(2))
-        ds = ds.map(
-            lambda ex, s: (preprocessing.train_view(ex["image"], s, mean), label_of(ex)),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or None)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    if (training and not cached and split.encoded
+            and preprocessing.decodes_in_view):
+        # Decode inside the view: only the crop window of a JPEG is decoded.
+        ds = filter_valid(split.make(shuffle_seed=shuffle_files), counter,
+                          deterministic or None)
+        if repeat:
+            ds = ds.repeat()
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda ex, s: (preprocessing.train_view_from_bytes(
+                ex["image_bytes"], ex["format"], s, mean), label_of(ex)), **par)
+        ds = ds.ignore_errors(log_warning=True)
     else:
-        ds = ds.map(lambda ex: (preprocessing.eval_view(ex["image"], mean), label_of(ex)),
-                    num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=deterministic or None)
+        ds = decoded_examples(split, counter, shuffle_seed=shuffle_files,
+                              deterministic=deterministic or None)
+        if cached:
+            ds = ds.cache()
+            if training:
+                ds = ds.shuffle(min(split.num_examples, 50_000), seed=seed,
+                                reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        if training:
+            ds = tf.data.Dataset.zip(ds, seeds).map(
+                lambda ex, s: (preprocessing.train_view(ex["image"], s, mean),
+                               label_of(ex)), **par)
+        else:
+            ds = ds.map(lambda ex: (preprocessing.eval_view(ex["image"], mean),
+                                    label_of(ex)), **par)
     ds = ds.batch(batch_size, drop_remainder=training,
                   num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()

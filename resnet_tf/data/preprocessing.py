@@ -17,7 +17,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from resnet_tf.data import augment, views
+from resnet_tf.data import augment, decode, views
 
 STYLES = ("imagenet", "cifar")
 
@@ -119,14 +119,34 @@ class Preprocessing:
         if self.style == "cifar":
             x = self._normalize(self._cifar_base(image), mean_image)
             x = augment.pad_and_crop(x, s_crop, pad=self.pad, size=self.crop_size)
+            return self._finish(x, s_flip, None, None)
+        if self.scale_augmentation:
+            x = augment.random_scale_crop(image, s_scale, s_crop, self.crop_size,
+                                          *self.scale_range)
         else:
-            if self.scale_augmentation:
-                x = augment.random_resized_scale(image, s_scale, *self.scale_range)
-            else:
-                x = augment.resize_shorter_side(image, self.eval_resize)
-            x = augment.random_crop(x, s_crop, self.crop_size)
-            if self.pca_std:
-                x = augment.pca_color(x, s_color, std=self.pca_std)
+            x = augment.random_crop(augment.resize_shorter_side(image, self.eval_resize),
+                                    s_crop, self.crop_size)
+        return self._finish(x, s_flip, s_color, mean_image)
+
+    @property
+    def decodes_in_view(self):
+        """True if ``train_view_from_bytes`` decodes less than the whole image."""
+        return self.style == "imagenet" and self.scale_augmentation
+
+    def train_view_from_bytes(self, contents, fmt, seed, mean_image):
+        """``train_view`` of encoded bytes, the same draws and pixels (up to
+        float rounding); JPEGs are decoded only where the crop needs them."""
+        if not self.decodes_in_view:
+            return self.train_view(decode.decode_checked(contents, fmt), seed, mean_image)
+        s_scale, s_crop, s_flip, s_color = tf.unstack(augment.split_seed(seed, 4))
+        x = augment.decode_random_scale_crop(contents, fmt, s_scale, s_crop,
+                                             self.crop_size, *self.scale_range)
+        return self._finish(x, s_flip, s_color, mean_image)
+
+    def _finish(self, x, s_flip, s_color, mean_image):
+        if s_color is not None and self.pca_std:
+            x = augment.pca_color(x, s_color, std=self.pca_std)
+        if s_color is not None:
             x = self._normalize(x, mean_image)
         if self.flip:
             x = augment.random_flip(x, s_flip)
