@@ -87,6 +87,8 @@ def add_train(sub):
     p.add_argument("--precision", "--policy", dest="policy", default="float32",
                    choices=["float32", "mixed_bfloat16", "mixed_float16"])
     p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"])
+    p.add_argument("--step-epochs", help="divide the learning rate by 10 at these "
+                   "epochs, e.g. 30,60 (instead of the recipe's schedule)")
     p.add_argument("--clipnorm", type=float, help="clip gradients to this global norm")
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--shortcut", choices=["A", "B", "C"])
@@ -126,6 +128,8 @@ def run_train_classifier(args):
         mean_images=args.mean_images, data_dir=args.data_dir,
         manual_dir=args.manual_dir, download=args.download,
         synthetic_size=args.synthetic_size, synthetic_train=args.synthetic_train,
+        step_epochs=(tuple(int(e) for e in args.step_epochs.split(","))
+                     if args.step_epochs else None),
         model_kwargs=model_kwargs, verbose=2 if args.json else 1)
     if args.json:
         print(json.dumps({"model_dir": args.out, **result.results}))

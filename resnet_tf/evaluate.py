@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_tf import model_dir
-from resnet_tf.data.decode import SkipCounter
+from resnet_tf.data.decode import SkipCounter, graph_fn
 from resnet_tf.data.pipeline import decoded_examples, make_dataset
 from resnet_tf.data.sources import open_source
 
@@ -87,12 +87,12 @@ def _per_image(model, split, prep, mean, crops, counter, label_map, max_images,
     if max_images:
         ds = ds.take(max_images)
     if crops == "10":
-        ds = ds.map(lambda ex: (prep.ten_crop(ex["image"], mean_t), ex["label"]),
+        ds = ds.map(graph_fn(lambda ex: (prep.ten_crop(ex["image"], mean_t),
+                                         ex["label"])),
                     num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = ds.map(lambda ex: (tuple(prep.multiscale_views(ex["image"], mean_t,
-                                                             flip=flip)),
-                                ex["label"]),
+        ds = ds.map(graph_fn(lambda ex: (tuple(prep.multiscale_views(
+                        ex["image"], mean_t, flip=flip)), ex["label"])),
                     num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     probs, labels = [], []

@@ -114,10 +114,12 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
                      iterations=None, batch_size=None, learning_rate=None,
                      policy="float32", strategy=None, clipnorm=None,
                      label_smoothing=None, val_fraction=None, val_data=None,
+                     step_epochs=None,
                      seed=0, deterministic=False, cache="auto", mean_images=None,
                      data_dir=None, manual_dir=None, download=False,
                      synthetic_size=32, synthetic_train=2000, synthetic_eval=500,
-                     model_kwargs=None, preprocessing_overrides=None, verbose=1):
+                     model_kwargs=None, preprocessing_overrides=None,
+                     extra_callbacks=(), verbose=1):
     """Train a ResNet classifier and write a model directory.
 
     Args:
@@ -134,16 +136,20 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
         policy: "float32", "mixed_bfloat16" or "mixed_float16".
         strategy: None, "mirrored" or "multiworker".
         val_data: a separate data spec for validation.
+        step_epochs: divide the learning rate by 10 at these epochs (a
+            "steps" schedule, whatever the recipe's).
         deterministic: fixed seeds and element order (slower input pipeline).
         mean_images: compute the mean image over at most this many images.
         model_kwargs: extra ``ResNet`` arguments (``shortcut``, ``stride_on``...).
+        extra_callbacks: Keras callbacks added after the default ones.
     Returns:
         ``TrainResult`` with the directory, the history and final metrics.
     """
     t_start = time.time()
     recipe = get_recipe(recipe, batch_size=batch_size, clipnorm=clipnorm,
                         label_smoothing=label_smoothing,
-                        val_fraction=val_fraction)
+                        val_fraction=val_fraction, step_epochs=step_epochs,
+                        schedule="steps" if step_epochs else None)
     lr = learning_rate or recipe.learning_rate
     if deterministic:
         keras.utils.set_random_seed(seed)
@@ -236,6 +242,7 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
              if scale != 1 else ""), flush=True)
     callbacks = default_callbacks(out_dir, counters, schedule, recipe,
                                   monitor="val_top1" if val_ds is not None else "top1")
+    callbacks += list(extra_callbacks)
     history = net.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
                       validation_data=val_ds, callbacks=callbacks, verbose=verbose,
                       shuffle=False)

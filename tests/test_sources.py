@@ -121,3 +121,13 @@ def test_synthetic_shapes_sit_inside_their_boxes():
     assert box == (10.0, 5.0, 30.0, 40.0)
     with pytest.raises(ValueError, match="hexagon"):
         synthetic.render_shape(canvas, "hexagon", (0, 0, 5, 5), (1, 1, 1))
+
+
+def test_val_fraction_holds_out_training_images_even_beside_a_test_folder(tmp_path):
+    _write_folder(tmp_path / "train", per_class=10)
+    _write_folder(tmp_path / "test", per_class=3)
+    src = open_source(f"folder:{tmp_path}", val_fraction=0.1, seed=0)
+    train, val = src.split("train"), src.split("eval")
+    assert (train.num_examples, val.num_examples) == (18, 2)
+    assert all(b"/train/" in ex["path"].numpy() for ex in decoded_examples(val))
+    assert open_source(f"folder:{tmp_path}").split("eval").num_examples == 6

@@ -187,3 +187,24 @@ def test_short_cifar_run_beats_chance_on_held_out_test_images(tmp_path):
     print("short CIFAR run:", r.results, res)
     assert res["images"] == 2000
     assert res["top1_error"] < 0.65  # chance: 0.90
+
+
+def test_step_epochs_mixed_precision_and_a_strategy(tmp_path):
+    out = str(tmp_path / "m")
+    r = train_classifier("synthetic", out, model="resnet8", recipe="imagenet",
+                         epochs=3, step_epochs=(1, 2), batch_size=16,
+                         policy="mixed_bfloat16", strategy="mirrored", label_smoothing=0.1,
+                         clipnorm=5.0, synthetic_train=48, synthetic_eval=16,
+                         preprocessing_overrides={"style": "cifar", "crop_size": 32,
+                                                  "scale_augmentation": False,
+                                                  "scale_range": (32, 32),
+                                                  "eval_resize": 32, "pca_std": 0.0},
+                         verbose=0)
+    # imagenet recipe: lr 0.1 * 16 / 256, divided by 10 after epochs 1 and 2.
+    np.testing.assert_allclose(r.history["learning_rate"],
+                               [0.00625, 0.000625, 0.0000625], rtol=1e-5)
+    meta = json.load(open(os.path.join(out, "resnet_tf.json")))
+    assert meta["training"]["policy"] == "mixed_bfloat16"
+    assert meta["recipe"]["label_smoothing"] == 0.1 and meta["recipe"]["clipnorm"] == 5.0
+    assert keras.config.dtype_policy().name == "float32"  # restored afterwards
+    assert np.isfinite(r.history["loss"]).all()

@@ -47,6 +47,11 @@ import tensorflow as tf
 
 logger = logging.getLogger("resnet_tf.data")
 
+# The functions given to tf.data here are plain tensor code (tf.cond, no
+# Python control flow on tensors), so AutoGraph has nothing to convert; it
+# would only warn that it cannot read the source of lambdas.
+graph_fn = tf.autograph.experimental.do_not_convert
+
 # Format codes returned by ``check_image_bytes``.
 JPEG, PNG, GIF, BMP = 0, 1, 2, 3
 UNKNOWN_FORMAT = -1
@@ -356,10 +361,10 @@ def filter_valid(dataset, counter, deterministic=None):
             ok = tf.cond(ok, lambda: tf.constant(True), report)
         return element, ok
 
-    dataset = dataset.map(check, num_parallel_calls=tf.data.AUTOTUNE,
+    dataset = dataset.map(graph_fn(check), num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=deterministic)
-    dataset = dataset.filter(lambda element, ok: ok)
-    return dataset.map(lambda element, ok: element)
+    dataset = dataset.filter(graph_fn(lambda element, ok: ok))
+    return dataset.map(graph_fn(lambda element, ok: element))
 
 
 def decode_checked(contents, fmt):
@@ -396,6 +401,6 @@ def decode_and_filter(dataset, counter, deterministic=None):
         return element
 
     dataset = filter_valid(dataset, counter, deterministic)
-    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
+    dataset = dataset.map(graph_fn(decode), num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=deterministic)
     return dataset.ignore_errors(log_warning=True)

@@ -12,7 +12,8 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from resnet_tf.data.decode import SkipCounter, decode_and_filter, filter_valid
+from resnet_tf.data.decode import (SkipCounter, decode_and_filter, filter_valid,
+                                   graph_fn)
 
 log = logging.getLogger("resnet_tf.data")
 
@@ -81,8 +82,8 @@ def make_dataset(split, preprocessing, mean_image=None, *, training, batch_size,
         if repeat:
             ds = ds.repeat()
         ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda ex, s: (preprocessing.train_view_from_bytes(
-                ex["image_bytes"], ex["format"], s, mean), label_of(ex)), **par)
+            graph_fn(lambda ex, s: (preprocessing.train_view_from_bytes(
+                ex["image_bytes"], ex["format"], s, mean), label_of(ex))), **par)
         ds = ds.ignore_errors(log_warning=True)
     else:
         ds = decoded_examples(split, counter, shuffle_seed=shuffle_files,
@@ -96,11 +97,11 @@ def make_dataset(split, preprocessing, mean_image=None, *, training, batch_size,
             ds = ds.repeat()
         if training:
             ds = tf.data.Dataset.zip(ds, seeds).map(
-                lambda ex, s: (preprocessing.train_view(ex["image"], s, mean),
-                               label_of(ex)), **par)
+                graph_fn(lambda ex, s: (preprocessing.train_view(ex["image"], s, mean),
+                                        label_of(ex))), **par)
         else:
-            ds = ds.map(lambda ex: (preprocessing.eval_view(ex["image"], mean),
-                                    label_of(ex)), **par)
+            ds = ds.map(graph_fn(lambda ex: (preprocessing.eval_view(ex["image"], mean),
+                                             label_of(ex))), **par)
     ds = ds.batch(batch_size, drop_remainder=training,
                   num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
@@ -119,7 +120,7 @@ def compute_mean_image(split, preprocessing, counter=None, max_images=None,
     ds = decoded_examples(split, counter)
     if max_images:
         ds = ds.take(max_images)
-    ds = ds.map(lambda ex: preprocessing.mean_view(ex["image"]),
+    ds = ds.map(graph_fn(lambda ex: preprocessing.mean_view(ex["image"])),
                 num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     total, n = None, 0

@@ -67,7 +67,10 @@ class Preprocessing:
                              f"crop_size {self.crop_size}.")
 
     @classmethod
-    def for_style(cls, style, **overrides):
+    def for_style(cls, style, /, **overrides):
+        """The paper's settings for ``style``, with ``overrides`` applied (an
+        override of ``style`` itself picks that style's defaults)."""
+        style = overrides.pop("style", style)
         if style == "cifar":
             base = dict(style="cifar", crop_size=32, pca_std=0.0, eval_resize=32,
                         scale_augmentation=False, scale_range=(32, 32),

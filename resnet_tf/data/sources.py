@@ -7,8 +7,10 @@ A data spec string picks the source:
   unless ``download=True``.
 - ``folder:PATH``: one sub-folder per class. If PATH holds ``train/`` and
   ``val/`` (or ``validation/`` or ``test/``), those are the splits; otherwise
-  every image is in one pool, and ``val_fraction`` holds out a stratified,
-  seeded fraction for validation.
+  every image is in one pool. ``val_fraction`` holds out a stratified,
+  seeded fraction of the training images for validation instead (the
+  paper's 45k/5k CIFAR split: ``val_fraction=0.1``), even when PATH has a
+  validation or test folder (evaluate on that one afterwards).
 - ``synthetic``: the embedded shapes set (``resnet_tf.data.synthetic``).
 
 ``open_source(spec)`` returns a ``Source`` with ``class_names`` and
@@ -27,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_tf.data import synthetic
+from resnet_tf.data.decode import graph_fn
 
 EVAL_DIR_NAMES = ("val", "validation", "test")
 
@@ -158,13 +161,13 @@ class FolderSource(Source):
 
     def split(self, which):
         which = _check_which(which)
-        if self.eval_dir and which == "eval":
+        if self.eval_dir and which == "eval" and not self.val_fraction:
             paths, labels = self._files_of(os.path.join(self.root, self.eval_dir), True)
             name = self.eval_dir
         else:
             paths, labels = self._files_of(self.train_dir, False)
             name = "train" if self.eval_dir or self.train_dir != self.root else "all"
-            if self.val_fraction and not self.eval_dir:
+            if self.val_fraction:
                 mask = self._holdout_mask(labels)
                 keep = mask if which == "eval" else ~mask
                 paths, labels = paths[keep], labels[keep]
@@ -188,7 +191,7 @@ def _file_dataset(paths, labels, shuffle_seed=None):
         # Shuffling file names is cheap: the whole list, every epoch.
         ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
     return ds.map(
-        lambda p, y: {"image_bytes": tf.io.read_file(p), "label": y, "path": p},
+        graph_fn(lambda p, y: {"image_bytes": tf.io.read_file(p), "label": y, "path": p}),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
 
@@ -300,11 +303,11 @@ class TfdsSource(Source):
             if shuffle_seed is not None:
                 ds = ds.shuffle(min(num, 10_000), seed=shuffle_seed,
                                 reshuffle_each_iteration=True)
-            return ds.map(lambda ex: {
+            return ds.map(graph_fn(lambda ex: {
                 "image_bytes": ex[image_key],
                 "label": tf.cast(ex[label_key], tf.int32),
                 "path": tf.strings.join([f"tfds:{name}:{split}:", ex["tfds_id"]]),
-            }, num_parallel_calls=tf.data.AUTOTUNE)
+            }), num_parallel_calls=tf.data.AUTOTUNE)
 
         return Split(name=split, num_examples=num, make=make, encoded=True,
                      approx_decoded_bytes=10 * size if size else None)

@@ -1,0 +1,1 @@
+"""Pure box and region operations for the detector (no layers, no state)."""
