@@ -1,7 +1,14 @@
 """Faster R-CNN in the paper's C4 layout on a resnet-tf backbone.
 
-Built so far (each a small unit with its own tests): ``ops.boxes`` (the one
-internal box format and IoU), ``anchors``, ``box_coder``, ``matcher``,
-``sampler``. Still to come (issue "Detection"): proposals, RoIAlign/RoIPool,
-the RPN and conv5_x RoI heads, the model, losses, data and mAP.
+Built so far, each a small unit with its own tests:
+
+    ops/boxes.py     the one internal box format (ymin, xmin, ymax, xmax pixels), IoU
+    ops/nms.py       padded batched NMS, per-class NMS
+    ops/roi_align.py RoIAlign (aligned) and RoIPool
+    anchors.py  box_coder.py  matcher.py  sampler.py  proposals.py
+    heads.py         RPN head; conv5_x RoI head (resnet_tf.blocks, classifier names)
+    losses.py        RPN and head losses as named scalars
+
+Still to come (issue "Detection"): the FasterRCNN model wiring with
+compute_loss for model.fit, frozen BN, VOC/COCO/TFDS data, mAP, the CLI.
 """
