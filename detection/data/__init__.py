@@ -1,0 +1,1 @@
+"""Detection datasets, converted at this boundary to the internal box format."""

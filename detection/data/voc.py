@@ -1,0 +1,148 @@
+"""PASCAL VOC XML annotations (``voc:PATH``).
+
+Layouts:
+- VOCdevkit: ``PATH/Annotations/*.xml``, ``PATH/JPEGImages/``,
+  ``PATH/ImageSets/Main/{split}.txt``;
+- a plain folder: XML files and images side by side (or in ``annotations/``
+  and ``images/``); every XML file is one image.
+
+VOC coordinates are 1-based and inclusive: ``xmin=1`` is the first pixel
+column. They become internal boxes ``(ymin - 1, xmin - 1, ymax, xmax)``. A box
+with ``xmax <= xmin`` or ``ymax <= ymin`` as written is degenerate and is
+dropped with a warning (BCCD has two); boxes reaching past the image are
+clipped. Both are counted in the ``LoadReport``.
+"""
+
+import os
+import xml.etree.ElementTree as ET
+
+import numpy as np
+
+from detection.data.annotations import ImageAnnotation, LoadReport, clean_boxes
+
+
+def _find(root, *names):
+    for n in names:
+        p = os.path.join(root, n)
+        if os.path.isdir(p):
+            return p
+    return root
+
+
+def _text(node, tag, where, required=True):
+    child = node.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        if required:
+            raise ValueError(f"{where}: <{tag}> is missing from <{node.tag}>.")
+        return None
+    return child.text.strip()
+
+
+def _number(node, tag, where):
+    text = _text(node, tag, where)
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: <{tag}> is {text!r}, not a number.") from None
+
+
+def parse_voc_xml(xml_path, image_dir, class_names=None, report=None):
+    """One VOC XML file.
+
+    Args:
+        xml_path: the annotation file.
+        image_dir: where ``<filename>`` is looked up.
+        class_names: the allowed names, or None to accept any (the caller
+            then maps names to indices).
+    Returns:
+        ``(ImageAnnotation with classes still names (object array), report)``.
+    """
+    report = report or LoadReport()
+    try:
+        tree = ET.parse(xml_path)
+    except (ET.ParseError, OSError) as e:
+        raise ValueError(f"{xml_path}: malformed VOC XML ({e}).") from e
+    ann = tree.getroot()
+    filename = _text(ann, "filename", xml_path)
+    image_dir_real = os.path.realpath(image_dir)
+    image_path = os.path.realpath(os.path.join(image_dir, filename))
+    if os.path.commonpath([image_dir_real, image_path]) != image_dir_real:
+        raise ValueError(f"{xml_path}: <filename> {filename!r} points outside the "
+                         f"dataset's image folder {image_dir}; refusing to read it.")
+    if not os.path.isfile(image_path):
+        raise ValueError(f"{xml_path}: image file {image_path} (from <filename>) does "
+                         "not exist.")
+    size = ann.find("size")
+    if size is not None and size.find("width") is not None:
+        width = int(_number(size, "width", xml_path))
+        height = int(_number(size, "height", xml_path))
+    else:
+        from PIL import Image
+
+        with Image.open(image_path) as im:
+            width, height = im.size
+    names, raw, difficult = [], [], []
+    for obj in ann.findall("object"):
+        name = _text(obj, "name", xml_path)
+        if class_names is not None and name not in class_names:
+            raise ValueError(f"{xml_path}: unknown class name {name!r}; known classes "
+                             f"are {list(class_names)}.")
+        box = obj.find("bndbox")
+        if box is None:
+            raise ValueError(f"{xml_path}: an <object> ({name}) has no <bndbox>.")
+        x0, y0, x1, y1 = (_number(box, t, xml_path) for t in ("xmin", "ymin", "xmax", "ymax"))
+        # 1-based inclusive -> continuous; degenerate as written stays degenerate.
+        raw.append([y0 - 1, x0 - 1, y1, x1] if (x1 > x0 and y1 > y0) else [y0, x0, y1, x1])
+        names.append(name)
+        difficult.append((_text(obj, "difficult", xml_path, required=False) or "0") == "1")
+    boxes, keep = clean_boxes(xml_path, raw, height, width, report)
+    report.images += 1
+    report.boxes += len(boxes)
+    if not len(boxes):
+        report.images_without_boxes += 1
+    return ImageAnnotation(
+        path=image_path, height=height, width=width, boxes=boxes,
+        classes=np.array(names, object)[keep] if names else np.array([], object),
+        difficult=np.array(difficult, bool)[keep] if names else np.zeros(0, bool)), report
+
+
+def read_voc(root, split=None, class_names=None):
+    """Read a VOC dataset.
+
+    Args:
+        root: the dataset folder (see the module docstring for layouts).
+        split: an ImageSets/Main split name ("trainval", "test"...), or None
+            for every XML file.
+        class_names: fixes the classes and their order; None: the sorted
+            names found.
+    Returns:
+        ``(annotations, class_names, report)``; ``classes`` are int32 indices.
+    """
+    if not os.path.isdir(root):
+        raise ValueError(f"{root}: not a folder; voc:PATH needs a VOC dataset folder.")
+    ann_dir = _find(root, "Annotations", "annotations")
+    image_dir = _find(root, "JPEGImages", "images")
+    if split:
+        split_file = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
+        if not os.path.isfile(split_file):
+            raise ValueError(f"{split_file}: split {split!r} not found.")
+        with open(split_file) as f:
+            ids = [line.split()[0] for line in f if line.strip()]
+        xml_files = [os.path.join(ann_dir, f"{i}.xml") for i in ids]
+        missing = [p for p in xml_files if not os.path.isfile(p)]
+        if missing:
+            raise ValueError(f"{missing[0]}: listed in {split_file} but missing "
+                             f"({len(missing)} missing in all).")
+    else:
+        xml_files = sorted(os.path.join(ann_dir, n) for n in os.listdir(ann_dir)
+                           if n.endswith(".xml"))
+        if not xml_files:
+            raise ValueError(f"{ann_dir}: no .xml annotation files found.")
+    report = LoadReport()
+    anns = [parse_voc_xml(p, image_dir, class_names, report)[0] for p in xml_files]
+    if class_names is None:
+        class_names = sorted({n for a in anns for n in a.classes})
+    index = {n: i for i, n in enumerate(class_names)}
+    for a in anns:
+        a.classes = np.array([index[n] for n in a.classes], np.int32)
+    return anns, list(class_names), report
