@@ -8,7 +8,11 @@ Built so far, each a small unit with its own tests:
     anchors.py  box_coder.py  matcher.py  sampler.py  proposals.py
     heads.py         RPN head; conv5_x RoI head (resnet_tf.blocks, classifier names)
     losses.py        RPN and head losses as named scalars
+    model.py         FasterRCNN: wiring; targets in compute_loss, so model.fit trains it
+    data/voc.py      PASCAL VOC XML (clipping, degenerate boxes dropped and counted)
+    metrics/         VOC mAP (11-point and area), COCO AP (pycocotools)
 
-Still to come (issue "Detection"): the FasterRCNN model wiring with
-compute_loss for model.fit, frozen BN, VOC/COCO/TFDS data, mAP, the CLI.
+Still to come (issue "Detection"): the image pipeline (resize 600/1000,
+flip, padding), COCO JSON and TFDS loaders, the synthetic set,
+train/evaluate/predict detector with --init-from, export, benchmarks.
 """

@@ -96,18 +96,8 @@ class ResNet(keras.Model):
 
         # === Functional Model ===
         inputs = keras.Input(shape=input_shape, name="images")
-        if layout.family == "imagenet":
-            x = apply_conv_bn(inputs, 64, 7, 2, "conv1", options)
-            # Zero padding is safe before max pooling: inputs are post-ReLU.
-            x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
-            x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-        else:
-            x = apply_conv_bn(inputs, layout.stem_filters, 3, 1, "conv1", options)
-        stage_outputs = {}
-        for level, (stage, blocks, width, strides) in enumerate(layout.stages, 2):
-            x = apply_stage(x, layout.block, blocks, width, strides, stage, options)
-            stage_outputs[f"C{level}"] = x
-        outputs = x
+        stage_outputs = apply_trunk(inputs, layout, options)
+        x = outputs = stage_outputs[f"C{len(layout.stages) + 1}"]
         if include_top:
             x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
             outputs = keras.layers.Dense(
@@ -189,6 +179,34 @@ class ResNet(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def apply_trunk(inputs, layout, options, last_level=None):
+    """The stem and stages of ``layout`` on ``inputs``.
+
+    Args:
+        inputs: the image tensor [B, H, W, 3].
+        layout: a ``zoo.StageLayout``.
+        options: ``BlockOptions``.
+        last_level: stop after this stage output ("C4" for the detector's
+            shared trunk); None builds them all.
+    Returns:
+        dict "C2".. -> the last block output of each stage built.
+    """
+    if layout.family == "imagenet":
+        x = apply_conv_bn(inputs, 64, 7, 2, "conv1", options)
+        # Zero padding is safe before max pooling: inputs are post-ReLU.
+        x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    else:
+        x = apply_conv_bn(inputs, layout.stem_filters, 3, 1, "conv1", options)
+    stage_outputs = {}
+    for level, (stage, blocks, width, strides) in enumerate(layout.stages, 2):
+        x = apply_stage(x, layout.block, blocks, width, strides, stage, options)
+        stage_outputs[f"C{level}"] = x
+        if f"C{level}" == last_level:
+            break
+    return stage_outputs
 
 
 def build(name, **kwargs):

@@ -1,0 +1,251 @@
+"""Faster R-CNN with the paper's C4 layout (Appendix A): wiring only.
+
+    images -> trunk (stem .. conv4_x, stride 16) -> C4
+    C4 -> RPN head -> objectness, deltas -> proposal layer -> RoIs
+    C4, RoIs -> RoIAlign (or RoIPool) 14x14 -> conv5_x (stride 2) -> mean
+          -> (K+1)-way class logits and class-specific box deltas
+
+Training is the approximate joint training of Ren et al.: targets are
+built inside ``compute_loss`` from ``y`` (anchors matched at 0.7/0.3 and
+sampled 256 per image, half positive at most; proposals matched at 0.5 and
+sampled 512 per image, a quarter foreground at most, ground-truth boxes
+added to the proposals), so stock ``model.fit`` trains it, and each loss is
+its own metric.
+
+Inputs ``x``: ``{"images": float32 [B, H, W, 3] (preprocessed, padded),
+"image_sizes": float32 [B, 2] (height, width before padding)}``.
+Targets ``y``: ``{"boxes": float32 [B, G, 4] internal format, padded -1,
+"classes": int32 [B, G] in [0, K), padded -1}``.
+Inference output: ``{"boxes": [B, D, 4], "scores": [B, D], "classes":
+[B, D] (0-based, -1 padded), "num_detections": [B]}``.
+"""
+
+import keras
+import tensorflow as tf
+
+from detection import losses
+from detection.anchors import AnchorGenerator
+from detection.box_coder import HEAD_WEIGHTS, RPN_WEIGHTS, BoxCoder
+from detection.heads import build_conv5_head, build_rpn_head
+from detection.matcher import BELOW_LOW_THRESHOLD, Matcher
+from detection.ops.boxes import PAD, clip, is_valid
+from detection.ops.nms import per_class_nms
+from detection.ops.roi_align import roi_align, roi_pool
+from detection.proposals import ProposalConfig, generate_proposals
+from detection.sampler import sample_balanced
+from resnet_tf import zoo
+from resnet_tf.backbone import apply_trunk
+from resnet_tf.blocks import BlockOptions
+from resnet_tf.layers import BatchNorm
+
+LOSS_NAMES = ("rpn_objectness", "rpn_box", "head_class", "head_box")
+
+
+@keras.saving.register_keras_serializable(package="detection")
+class FasterRCNN(keras.Model):
+    """Faster R-CNN, ResNet C4.
+
+    Args:
+        num_classes: K foreground classes.
+        depth: backbone depth (18, 34, 50, 101, 152).
+        class_names: K names (stored; used by predict and export).
+        anchor_scales, anchor_ratios: anchor sizes (pixels) and h/w ratios.
+        rpn_batch, rpn_positive_fraction: anchors sampled per image.
+        roi_batch, roi_positive_fraction: RoIs sampled per image.
+        proposals: a ``ProposalConfig`` as a dict.
+        pooler: "align" (RoIAlign) or "pool" (RoIPool); ``pooled_size``.
+        frozen_bn: BN in inference mode with fixed statistics (the paper);
+            False trains BN (from-scratch mode).
+        freeze_at: freeze the stem (1) and also conv2_x (2, default); 0 trains
+            everything.
+        weight_decay: the paper's lambda.
+        score_threshold, detection_nms, max_detections: test-time per-class
+            NMS settings.
+        seed: sampling seed.
+    """
+
+    def __init__(self, num_classes, depth=50, class_names=None,
+                 anchor_scales=(128, 256, 512), anchor_ratios=(0.5, 1.0, 2.0),
+                 rpn_batch=256, rpn_positive_fraction=0.5, roi_batch=512,
+                 roi_positive_fraction=0.25, proposals=None, pooler="align",
+                 pooled_size=14, frozen_bn=True, freeze_at=2, weight_decay=1e-4,
+                 score_threshold=0.05, detection_nms=0.5, max_detections=100,
+                 seed=0, **kwargs):
+        super().__init__(**kwargs)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+        if pooler not in ("align", "pool"):
+            raise ValueError(f"pooler must be 'align' or 'pool', got {pooler!r}.")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes.")
+        layout = zoo.stage_layout(depth, "imagenet")
+        # === Config ===
+        self.num_classes = int(num_classes)
+        self.depth = layout.depth
+        self.class_names = list(class_names or [str(k) for k in range(num_classes)])
+        self.anchor_scales = tuple(anchor_scales)
+        self.anchor_ratios = tuple(anchor_ratios)
+        self.rpn_batch, self.rpn_positive_fraction = int(rpn_batch), rpn_positive_fraction
+        self.roi_batch, self.roi_positive_fraction = int(roi_batch), roi_positive_fraction
+        self.proposal_config = ProposalConfig(**(proposals or {}))
+        self.pooler, self.pooled_size = pooler, int(pooled_size)
+        self.frozen_bn, self.freeze_at = bool(frozen_bn), int(freeze_at)
+        self.weight_decay = float(weight_decay)
+        self.score_threshold = float(score_threshold)
+        self.detection_nms = float(detection_nms)
+        self.max_detections = int(max_detections)
+        self.seed = int(seed)
+
+        # === Layers ===
+        options = BlockOptions(shortcut="B", weight_decay=weight_decay)
+        images = keras.Input((None, None, 3), name="images")
+        c4 = apply_trunk(images, layout, options, last_level="C4")["C4"]
+        self.trunk = keras.Model(images, c4, name="trunk")
+        c4_channels = c4.shape[-1]
+        self.anchor_generator = AnchorGenerator(16, self.anchor_scales, self.anchor_ratios)
+        self.rpn_head = build_rpn_head(c4_channels, self.anchor_generator.num_anchors,
+                                       weight_decay=weight_decay)
+        self.roi_head = build_conv5_head(num_classes, depth, options, self.pooled_size,
+                                         c4_channels)
+        self.rpn_matcher = Matcher(0.7, 0.3, allow_low_quality_matches=True)
+        self.head_matcher = Matcher(0.5, 0.5)
+        self.rpn_coder = BoxCoder(RPN_WEIGHTS)
+        self.head_coder = BoxCoder(HEAD_WEIGHTS)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.loss_trackers = {n: keras.metrics.Mean(name=n) for n in LOSS_NAMES}
+        self._apply_freezing()
+
+    def _apply_freezing(self):
+        frozen_prefixes = {0: (), 1: ("conv1",), 2: ("conv1", "conv2")}[
+            min(self.freeze_at, 2)]
+        for part in (self.trunk, self.roi_head):
+            for layer in part.layers:
+                if self.frozen_bn and isinstance(layer, BatchNorm):
+                    layer.trainable = False  # inference mode, statistics fixed
+                if layer.name.startswith(frozen_prefixes) and layer.name != "conv1_pad":
+                    layer.trainable = False
+
+    # --- forward -------------------------------------------------------------
+
+    def _pool(self, features, rois):
+        fn = roi_align if self.pooler == "align" else roi_pool
+        return fn(features, rois, output_size=self.pooled_size, spatial_scale=1 / 16)
+
+    def _rpn(self, images, training):
+        c4 = self.trunk(images, training=training)
+        rpn = self.rpn_head(c4, training=training)
+        shape = tf.shape(c4)
+        anchors = self.anchor_generator(shape[1], shape[2])
+        return c4, rpn, anchors
+
+    def call(self, inputs, training=False):
+        images, sizes = inputs["images"], tf.cast(inputs["image_sizes"], tf.float32)
+        c4, rpn, anchors = self._rpn(images, training)
+        if training:
+            return {"c4": c4, "objectness": rpn["objectness"], "deltas": rpn["deltas"],
+                    "anchors": anchors}
+        return self._detect(c4, rpn, anchors, sizes)
+
+    def _detect(self, c4, rpn, anchors, sizes):
+        rois, _, _ = generate_proposals(rpn["objectness"], rpn["deltas"], anchors, sizes,
+                                        self.proposal_config, training=False)
+        b, r = tf.shape(rois)[0], tf.shape(rois)[1]
+        head = self.roi_head(self._pool(c4, rois), training=False)
+        probs = tf.nn.softmax(tf.cast(head["class_logits"], tf.float32))[:, 1:]
+        flat_rois = tf.reshape(rois, [-1, 1, 4])
+        boxes = self.head_coder.decode(tf.cast(head["box_deltas"], tf.float32), flat_rois)
+        hw = sizes[:, None, None, :]
+        boxes = tf.clip_by_value(tf.reshape(boxes, [b, r, self.num_classes, 4]), 0.0,
+                                 tf.concat([hw, hw], -1))
+        valid = tf.reshape(is_valid(flat_rois[:, 0]), [b, r, 1])
+        probs = tf.where(valid, tf.reshape(probs, [b, r, self.num_classes]), 0.0)
+        det_boxes, scores, classes, count = per_class_nms(
+            boxes, probs, self.max_detections, self.max_detections,
+            iou_threshold=self.detection_nms, score_threshold=self.score_threshold)
+        return {"boxes": det_boxes, "scores": scores, "classes": classes,
+                "num_detections": count}
+
+    # --- training --------------------------------------------------------------
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        if y is None or "c4" not in y_pred:
+            raise ValueError("FasterRCNN trains with targets y={'boxes', 'classes'}.")
+        gt_boxes = tf.cast(y["boxes"], tf.float32)
+        gt_classes = tf.cast(y["classes"], tf.int32)
+        sizes = tf.cast(x["image_sizes"], tf.float32)
+        anchors = y_pred["anchors"]
+        values = self._rpn_loss(y_pred, anchors, gt_boxes)
+        values.update(self._head_loss(y_pred, anchors, sizes, gt_boxes, gt_classes))
+        for name in LOSS_NAMES:
+            self.loss_trackers[name].update_state(values[name])
+        total = tf.add_n([values[n] for n in LOSS_NAMES])
+        if self.losses:
+            total += tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
+        return total
+
+    def _rpn_loss(self, y_pred, anchors, gt_boxes):
+        b = tf.shape(gt_boxes)[0]
+        anchors_b = tf.broadcast_to(anchors[None], [b, tf.shape(anchors)[0], 4])
+        matches, _ = self.rpn_matcher.match(anchors_b, gt_boxes)
+        labels = tf.where(matches >= 0, 1, tf.where(matches == BELOW_LOW_THRESHOLD, 0, -1))
+        sampled = sample_balanced(labels, self.rpn_batch, self.rpn_positive_fraction,
+                                  self.seed_generator)
+        matched = tf.gather(gt_boxes, tf.maximum(matches, 0), batch_dims=1)
+        # Encode only real matches; anchors stand in elsewhere (finite logs).
+        matched = tf.where((matches >= 0)[..., None], matched, anchors_b)
+        targets = self.rpn_coder.encode(matched, anchors_b)
+        return losses.rpn_losses(y_pred["objectness"], y_pred["deltas"], labels, sampled,
+                                 targets)
+
+    def _head_loss(self, y_pred, anchors, sizes, gt_boxes, gt_classes):
+        rois, _, _ = generate_proposals(y_pred["objectness"], y_pred["deltas"], anchors,
+                                        sizes, self.proposal_config, training=True)
+        # Ground-truth boxes join the proposals (as in Faster R-CNN training).
+        rois = tf.concat([rois, gt_boxes], axis=1)
+        matches, _ = self.head_matcher.match(rois, gt_boxes)
+        real = is_valid(rois)
+        cls = tf.gather(gt_classes, tf.maximum(matches, 0), batch_dims=1) + 1
+        labels = tf.where(matches >= 0, cls, 0)
+        sample_labels = tf.where(real, tf.where(matches >= 0, 1, 0), -1)
+        sampled = sample_balanced(sample_labels, self.roi_batch, self.roi_positive_fraction,
+                                  self.seed_generator)
+        # A fixed roi_batch rows per image: the sampled ones first.
+        k = self.roi_batch
+        order = tf.math.top_k(tf.cast(sampled, tf.float32)
+                              + tf.random.stateless_uniform(tf.shape(labels), [self.seed, 1])
+                              * 0.5, k=k).indices
+        take = lambda t: tf.gather(t, order, batch_dims=1)  # noqa: E731
+        rois_s, labels_s, sampled_s = take(rois), take(labels), take(sampled)
+        matched = take(tf.gather(gt_boxes, tf.maximum(matches, 0), batch_dims=1))
+        safe_rois = tf.where(is_valid(rois_s)[..., None], rois_s,
+                             tf.constant([0.0, 0.0, 16.0, 16.0]))
+        matched = tf.where((labels_s > 0)[..., None], matched, safe_rois)
+        targets = self.head_coder.encode(matched, safe_rois)
+        pooled = self._pool(y_pred["c4"], tf.stop_gradient(safe_rois))
+        head = self.roi_head(pooled, training=True)
+        flat = lambda t: tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))  # noqa
+        return losses.head_losses(head["class_logits"], head["box_deltas"],
+                                  flat(labels_s), flat(sampled_s), flat(targets))
+
+    @property
+    def metrics(self):
+        return super().metrics + list(self.loss_trackers.values())
+
+    def get_config(self):
+        return {
+            "num_classes": self.num_classes, "depth": self.depth,
+            "class_names": self.class_names, "anchor_scales": list(self.anchor_scales),
+            "anchor_ratios": list(self.anchor_ratios), "rpn_batch": self.rpn_batch,
+            "rpn_positive_fraction": self.rpn_positive_fraction,
+            "roi_batch": self.roi_batch, "roi_positive_fraction": self.roi_positive_fraction,
+            "proposals": dict(self.proposal_config.__dict__), "pooler": self.pooler,
+            "pooled_size": self.pooled_size, "frozen_bn": self.frozen_bn,
+            "freeze_at": self.freeze_at, "weight_decay": self.weight_decay,
+            "score_threshold": self.score_threshold, "detection_nms": self.detection_nms,
+            "max_detections": self.max_detections, "seed": self.seed, "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
