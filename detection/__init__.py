@@ -10,9 +10,12 @@ Built so far, each a small unit with its own tests:
     losses.py        RPN and head losses as named scalars
     model.py         FasterRCNN: wiring; targets in compute_loss, so model.fit trains it
     data/voc.py      PASCAL VOC XML (clipping, degenerate boxes dropped and counted)
+    data/pipeline.py resize (600/1000), flip, mean, fixed-size padding; synthetic set
+    data/sources.py  voc:PATH[:SPLIT], synthetic
     metrics/         VOC mAP (11-point and area), COCO AP (pycocotools)
+    train.py         train_detector (model.fit, --init-from a classifier), detector dir
+    evaluate.py      evaluate_detector (VOC + COCO), predict_detector, draw_detections
 
-Still to come (issue "Detection"): the image pipeline (resize 600/1000,
-flip, padding), COCO JSON and TFDS loaders, the synthetic set,
-train/evaluate/predict detector with --init-from, export, benchmarks.
+Still to come (issue "Detection"): COCO JSON and TFDS loaders, the CLI,
+tuning until BCCD overfits to mAP 0.8, the benchmarks, export.
 """

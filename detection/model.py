@@ -125,6 +125,14 @@ class FasterRCNN(keras.Model):
                 if layer.name.startswith(frozen_prefixes) and layer.name != "conv1_pad":
                     layer.trainable = False
 
+    def ensure_built(self, size=64):
+        """Run once on a blank image so every variable exists (needed before
+        loading weights or resuming with BackupAndRestore)."""
+        if not self.built:
+            self({"images": tf.zeros([1, size, size, 3]),
+                  "image_sizes": tf.constant([[size, size]], tf.float32)})
+        return self
+
     # --- forward -------------------------------------------------------------
 
     def _pool(self, features, rois):

@@ -15,14 +15,17 @@ class StepSchedule(keras.callbacks.Callback):
     counts) have passed. With ``warmup_lr``, training starts at that rate and
     switches to the schedule's once the running training error of the epoch
     falls below ``warmup_until_error`` (Sec. 4.2, ResNet-110: 0.01 until the
-    error is below 80%, about 400 iterations). The iteration count comes from
+    error is below 80%, about 400 iterations). ``linear_warmup`` ramps the
+    rate linearly over the first iterations instead (the detector's
+    warm-up). The iteration count comes from
     the optimizer, so a run restored by BackupAndRestore resumes at the right
     rate; the warm-up re-checks the error after a restore.
     """
 
     def __init__(self, lr, boundaries=(), factor=0.1, warmup_lr=None,
-                 warmup_until_error=0.8, accuracy_key="top1"):
+                 warmup_until_error=0.8, accuracy_key="top1", linear_warmup=0):
         super().__init__()
+        self.linear_warmup = int(linear_warmup)
         self.lr, self.factor = float(lr), float(factor)
         self.boundaries = tuple(int(b) for b in boundaries)
         self.warmup_lr = warmup_lr
@@ -32,7 +35,10 @@ class StepSchedule(keras.callbacks.Callback):
 
     def rate_at(self, iteration):
         k = sum(iteration >= b for b in self.boundaries)
-        return self.lr * self.factor ** k
+        rate = self.lr * self.factor ** k
+        if iteration < self.linear_warmup:  # linear ramp over the first steps
+            rate *= (iteration + 1) / self.linear_warmup
+        return rate
 
     def on_train_batch_begin(self, batch, logs=None):
         it = int(self.model.optimizer.iterations.numpy())

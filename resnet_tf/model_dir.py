@@ -42,23 +42,27 @@ def save_classifier(directory, model, class_names, mean_image, preprocessing,
     if len(class_names) != model.output.shape[-1]:
         raise ValueError(f"{len(class_names)} class names for a model with "
                          f"{model.output.shape[-1]} outputs.")
-    _atomic(os.path.join(directory, MODEL), lambda p: model.save(p))
+    atomic_write(os.path.join(directory, MODEL), lambda p: model.save(p))
     if mean_image is not None:
-        _atomic(os.path.join(directory, MEAN),
+        atomic_write(os.path.join(directory, MEAN),
                 lambda p: _write_npy(p, np.asarray(mean_image, np.float32)))
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "kind": "classifier",
-        "architecture": _jsonable(model.get_config()),
-        "class_names": list(class_names),
-        "preprocessing": preprocessing.to_dict(),
-        "mean_image": MEAN if mean_image is not None else None,
-        "recipe": recipe.to_dict() if recipe is not None else None,
-        "results": results or {},
-    }
-    meta.update(extra or {})
-    _atomic(os.path.join(directory, META), lambda p: _write_json(p, meta))
+    return write_meta(
+        directory, "classifier",
+        architecture=_jsonable(model.get_config()),
+        class_names=list(class_names),
+        preprocessing=preprocessing.to_dict(),
+        mean_image=MEAN if mean_image is not None else None,
+        recipe=recipe.to_dict() if recipe is not None else None,
+        results=results or {},
+        **(extra or {}))
+
+
+def write_meta(directory, kind, **fields):
+    """Write ``resnet_tf.json`` for a model directory of ``kind``
+    ("classifier", "detector", "localizer") atomically."""
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind}
+    meta.update(_jsonable(fields))
+    atomic_write(os.path.join(directory, META), lambda p: _write_json(p, meta))
     return directory
 
 
@@ -120,14 +124,18 @@ def update_results(directory, **results):
     meta = read_meta(directory)
     meta.setdefault("results", {}).update(results)
     path = os.path.join(directory, META)
-    _atomic(path, lambda p: _write_json(p, meta))
+    atomic_write(path, lambda p: _write_json(p, meta))
 
 
-def _atomic(path, write):
-    """Write through a temporary name, then rename: never a half-written file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    if path.endswith(".keras"):
-        tmp += ".keras"
+def atomic_write(path, write):
+    """Write through a temporary name, then rename: never a half-written file.
+
+    The temporary file keeps ``path``'s name as a suffix (Keras checks
+    suffixes such as ``.weights.h5``) and lives in the same folder, so the
+    rename is atomic.
+    """
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".tmp{os.getpid()}-{name}")
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -129,3 +129,41 @@ def make_classification(num_images, size=32, seed=0, min_scale=0.35, max_scale=0
         images[i] = canvas
         boxes[i] = box
     return images, labels, boxes
+
+
+def make_detection(num_images, size=128, seed=0, max_objects=4, min_scale=0.15,
+                   max_scale=0.45):
+    """A synthetic detection set: 1..``max_objects`` shapes per image.
+
+    Returns ``(images uint8 [N, size, size, 3], boxes, classes)`` where
+    ``boxes[i]`` is float32 [n_i, 4] (ymin, xmin, ymax, xmax) pixels, the
+    tight box of each shape's painted pixels (shapes never overlap), and
+    ``classes[i]`` int32 [n_i] indices into ``SHAPES``.
+    """
+    rng = np.random.default_rng(seed)
+    images = np.empty((num_images, size, size, 3), np.uint8)
+    all_boxes, all_classes = [], []
+    for i in range(num_images):
+        canvas = render_background(rng, size)
+        boxes, classes = [], []
+        for _ in range(int(rng.integers(1, max_objects + 1))):
+            for _attempt in range(20):
+                extent = rng.uniform(min_scale, max_scale) * size
+                aspect = rng.uniform(0.75, 1.33)
+                bh, bw = extent * np.sqrt(aspect), extent / np.sqrt(aspect)
+                y0, x0 = rng.uniform(0, size - bh), rng.uniform(0, size - bw)
+                cand = (y0, x0, y0 + bh, x0 + bw)
+                if all(cand[2] <= b[0] - 2 or cand[0] >= b[2] + 2 or cand[3] <= b[1] - 2
+                       or cand[1] >= b[3] + 2 for b in boxes):
+                    break
+            else:
+                continue
+            c = int(rng.integers(len(SHAPES)))
+            box = render_shape(canvas, SHAPES[c], cand, _contrasting_color(rng, canvas))
+            if box is not None:
+                boxes.append(box)
+                classes.append(c)
+        images[i] = canvas
+        all_boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
+        all_classes.append(np.asarray(classes, np.int32))
+    return images, all_boxes, all_classes

@@ -1,0 +1,141 @@
+"""Fine-tune Faster R-CNN with ``model.fit`` (from a classifier directory or
+from scratch) and write a detector directory.
+
+    DIR/detector.weights.h5   the weights
+    DIR/resnet_tf.json        kind "detector": model config, class names,
+                              preprocessing, training options, results
+    DIR/checkpoints/ DIR/backup/ DIR/history.csv DIR/logs/   as for classifiers
+"""
+
+import os
+import time
+
+import numpy as np
+
+import keras
+
+from detection.data.pipeline import DetectionPreprocessing, make_detection_dataset
+from detection.data.sources import open_detection_source
+from detection.heads import load_backbone_weights
+from detection.model import FasterRCNN
+from resnet_tf import model_dir
+from resnet_tf.callbacks import StepSchedule, epochs_for
+from resnet_tf.data.decode import SkipCounter
+from resnet_tf.train import dtype_policy, make_strategy
+
+WEIGHTS = "detector.weights.h5"
+
+
+def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
+                   iterations=None, batch_size=2, learning_rate=0.001,
+                   decay_fraction=0.75, warmup_iterations=100, momentum=0.9,
+                   weight_decay=1e-4, clipnorm=None, policy="float32", strategy=None,
+                   shorter_side=600, max_side=1000, flip=True, seed=0,
+                   model_kwargs=None, extra_callbacks=(), verbose=1, **source_kwargs):
+    """Train a detector.
+
+    Args:
+        data: ``voc:PATH[:SPLIT]`` or ``synthetic`` (see
+            ``detection.data.sources``); the training split.
+        init_from: a resnet-tf classifier directory: conv1..conv4 go into the
+            shared trunk, conv5 into the RoI head, its per-pixel mean (as a
+            per-channel mean) into the preprocessing, and its depth is used.
+            None trains from scratch (trainable BN, nothing frozen).
+        learning_rate: 0.001, divided by 10 after ``decay_fraction`` of the run
+            (the paper's COCO schedule: 240k of 320k iterations), after a
+            linear warm-up of ``warmup_iterations``.
+    Returns:
+        dict of results (history, epochs, seconds).
+    """
+    t0 = time.time()
+    source = open_detection_source(data, seed=seed, **source_kwargs)
+    train = source.split("train")
+    mean_rgb = None
+    kwargs = dict(model_kwargs or {})
+    clf = None
+    if init_from:
+        clf = model_dir.load_classifier(init_from)
+        depth = clf.model.depth
+        if clf.mean_image is not None:
+            mean_rgb = tuple(float(v) for v in np.asarray(clf.mean_image).mean(axis=(0, 1)))
+    else:
+        kwargs.setdefault("frozen_bn", False)
+        kwargs.setdefault("freeze_at", 0)
+    prep = DetectionPreprocessing(shorter_side=shorter_side, max_side=max_side, flip=flip,
+                                  **({"mean_rgb": mean_rgb} if mean_rgb else {}))
+    counter = SkipCounter()
+    ds = make_detection_dataset(train.annotations, prep, training=True,
+                                batch_size=batch_size, seed=seed, counter=counter,
+                                images=train.images).repeat()
+    steps = max(1, len(train.annotations) // batch_size)
+    if epochs is not None:
+        iterations = epochs * steps
+    iterations = iterations or 20 * steps
+    epochs = epochs_for(iterations, steps)
+    with dtype_policy(policy), make_strategy(strategy).scope():
+        model = FasterRCNN(len(source.class_names), depth=depth,
+                           class_names=source.class_names, weight_decay=weight_decay,
+                           seed=seed, **kwargs)
+        model.ensure_built()
+        if clf is not None:
+            load_backbone_weights(model, clf.model)
+        model.compile(keras.optimizers.SGD(learning_rate, momentum=momentum,
+                                           clipnorm=clipnorm))
+    schedule = StepSchedule(learning_rate, [round(decay_fraction * iterations)],
+                            linear_warmup=min(warmup_iterations, iterations // 2))
+    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+    callbacks = [
+        schedule, keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints",
+                                                     "last.weights.h5"),
+                                        save_weights_only=True),
+        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+        keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), profile_batch=0),
+        *extra_callbacks,
+    ]
+    print(f"Training Faster R-CNN ResNet-{depth}-C4 on {data} "
+          f"[{len(train.annotations)} images, {len(source.class_names)} classes], "
+          f"{'from ' + init_from if init_from else 'from scratch'}: {iterations} "
+          f"iterations = {epochs} epochs of {steps}, batch {batch_size}, lr "
+          f"{learning_rate:g} (/10 at {schedule.boundaries[0]}, warm-up "
+          f"{schedule.linear_warmup})", flush=True)
+    hist = model.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
+                     verbose=verbose, shuffle=False).history
+    results = {"epochs": epochs, "iterations": iterations,
+               "train_seconds": round(time.time() - t0, 1),
+               "skipped_images": counter.count,
+               "final_loss": float(hist["loss"][-1])}
+    save_detector(out_dir, model, prep, results=results,
+                  training={"data": data, "init_from": init_from, "policy": policy,
+                            "learning_rate": learning_rate, "batch_size": batch_size,
+                            "seed": seed})
+    return {"model": model, "history": {k: [float(v) for v in vs] for k, vs in hist.items()},
+            "results": results, "directory": out_dir}
+
+
+def save_detector(directory, model, prep, **fields):
+    os.makedirs(directory, exist_ok=True)
+    model_dir.atomic_write(os.path.join(directory, WEIGHTS),
+                           lambda p: model.save_weights(p))
+    return model_dir.write_meta(directory, "detector", config=model.get_config(),
+                                class_names=model.class_names,
+                                preprocessing=prep.to_dict(), **fields)
+
+
+def load_detector(directory):
+    """``(model, preprocessing, meta)`` from a detector directory."""
+    meta = model_dir.read_meta(directory, kind="detector")
+    weights = os.path.join(directory, WEIGHTS)
+    if not os.path.exists(weights):
+        raise ValueError(f"{weights} is missing from the detector directory.")
+    model = FasterRCNN.from_config(meta["config"])
+    prep = DetectionPreprocessing(**{**meta["preprocessing"],
+                                     "mean_rgb": tuple(meta["preprocessing"]["mean_rgb"])})
+    model.ensure_built()
+    try:
+        model.load_weights(weights)
+    except Exception as e:
+        raise ValueError(f"{weights}: could not load the detector's weights "
+                         f"({type(e).__name__}: {e}).") from e
+    return model, prep, meta

@@ -1,0 +1,75 @@
+"""train_detector -> detector directory -> reload, evaluate, predict, draw."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import shared_data
+from detection.data.pipeline import DetectionPreprocessing, make_detection_dataset
+from detection.data.sources import open_detection_source
+from detection.evaluate import draw_detections, evaluate_detector, predict_detector
+from detection.train import load_detector, train_detector
+
+TINY = dict(anchor_scales=(24, 48, 96), roi_batch=16, rpn_batch=32, pooled_size=6,
+            proposals=dict(pre_nms_train=300, post_nms_train=50, pre_nms_test=200,
+                           post_nms_test=30))
+
+
+def test_pipeline_scales_and_flips_boxes_with_the_image():
+    split = open_detection_source("synthetic", synthetic_train=4).split("train")
+    images, anns = split.images, split.annotations
+    prep = DetectionPreprocessing(shorter_side=256, max_side=256, flip=False)
+    x, y = next(iter(make_detection_dataset(anns, prep, training=False, batch_size=4,
+                                            images=images)))
+    assert x["images"].shape == (4, 256, 256, 3)
+    np.testing.assert_allclose(x["image_sizes"].numpy(), [[256, 256]] * 4)
+    n = len(anns[0].boxes)
+    np.testing.assert_allclose(y["boxes"].numpy()[0, :n], anns[0].boxes * 2, rtol=1e-5)
+    assert (y["boxes"].numpy()[0, n:] == -1).all()
+    flip = DetectionPreprocessing(shorter_side=128, max_side=128, flip=True)
+    xs = [next(iter(make_detection_dataset(anns, flip, training=True, batch_size=4,
+                                           images=images, seed=s))) for s in range(6)]
+    for x, y in xs:  # every box still covers its shape's pixels: check extents
+        b = y["boxes"].numpy()
+        valid = b[..., 0] >= 0
+        assert (b[valid][:, 3] <= 128).all() and (b[valid][:, 1] >= 0).all()
+    firsts = {tuple(y["boxes"].numpy()[0, 0].round(2)) for _, y in xs}
+    assert len(firsts) >= 2  # both the flipped and the plain version appeared
+
+
+def test_train_save_reload_evaluate_predict(tmp_path):
+    out = str(tmp_path / "det")
+    r = train_detector("synthetic", out, depth=18, epochs=1, batch_size=4,
+                       learning_rate=0.005, shorter_side=96, max_side=96,
+                       synthetic_train=8, synthetic_eval=4, model_kwargs=TINY, verbose=0)
+    assert os.path.exists(os.path.join(out, "detector.weights.h5"))
+    meta = json.load(open(os.path.join(out, "resnet_tf.json")))
+    assert meta["kind"] == "detector" and meta["class_names"][0] == "circle"
+    assert {"rpn_objectness", "rpn_box", "head_class", "head_box"} <= set(r["history"])
+    model, prep, _ = load_detector(out)
+    x = {"images": np.random.default_rng(0).normal(size=(1, 96, 96, 3)).astype("float32"),
+         "image_sizes": np.array([[96, 96]], "float32")}
+    np.testing.assert_allclose(model(x)["scores"].numpy(), r["model"](x)["scores"].numpy(),
+                               atol=1e-5)
+    ev = evaluate_detector(out, "synthetic", synthetic_train=8, synthetic_eval=4)
+    assert ev["images"] == 4 and 0 <= ev["voc_map50"] <= 1
+    assert set(ev["per_class_ap50"]) == set(meta["class_names"])
+    img = sorted((shared_data("bccd/BCCD") / "JPEGImages").iterdir())[0]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    rows = predict_detector(out, [str(img), str(bad)])
+    assert rows[0]["height"] == 480 and len(rows[0]["boxes"]) == len(rows[0]["names"])
+    assert "error" in rows[1]
+    drawn = draw_detections(str(img), rows[0], str(tmp_path / "d.png"), min_score=0)
+    from PIL import Image
+
+    assert Image.open(drawn).size == (640, 480)
+
+
+def test_detector_directory_errors(tmp_path):
+    with pytest.raises(ValueError, match="no such model directory"):
+        load_detector(str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match="Unknown detection data spec"):
+        open_detection_source("coco2:/x")
