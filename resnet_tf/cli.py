@@ -4,6 +4,9 @@
     resnet-tf train classifier --config cifar|imagenet --model resnet20 --data SPEC --out DIR
     resnet-tf evaluate classifier --model DIR --data SPEC [--crops center|10|multiscale] [--json]
     resnet-tf predict classifier --model DIR IMAGE... [--json]
+    resnet-tf train detector --data voc:PATH[:SPLIT]|synthetic [--init-from DIR] --out DIR
+    resnet-tf evaluate detector --model DIR --data SPEC [--json]
+    resnet-tf predict detector --model DIR IMAGE... [--json] [--draw OUT.png]
 
 Each subcommand family is one ``add_*`` function; the work happens in
 library functions (``train.train_classifier``, ``evaluate.*``) that tests
@@ -39,9 +42,12 @@ def build_parser():
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(title="commands")
     add_models(sub)
-    add_train(sub)
-    add_evaluate(sub)
-    add_predict(sub)
+    tasks = {verb: _task_parser(sub, verb, f"{verb} a model")
+             for verb in ("train", "evaluate", "predict")}
+    add_train(tasks["train"])
+    add_evaluate(tasks["evaluate"])
+    add_predict(tasks["predict"])
+    add_detector_commands(tasks)
     return parser
 
 
@@ -60,8 +66,7 @@ def _data_options(p):
 # --- resnet-tf train classifier ---------------------------------------------
 
 
-def add_train(sub):
-    tasks = _task_parser(sub, "train", "train a model")
+def add_train(tasks):
     p = tasks.add_parser(
         "classifier", help="train a ResNet classifier with model.fit",
         description="Train a classifier with one of the paper's recipes and write "
@@ -143,8 +148,7 @@ def run_train_classifier(args):
 # --- resnet-tf evaluate classifier ------------------------------------------
 
 
-def add_evaluate(sub):
-    tasks = _task_parser(sub, "evaluate", "evaluate a model")
+def add_evaluate(tasks):
     p = tasks.add_parser("classifier", help="top-1 and top-5 error",
                          description="Top-1/top-5 error of a classifier directory "
                          "on a data set's evaluation split.")
@@ -180,8 +184,7 @@ def run_evaluate_classifier(args):
 # --- resnet-tf predict classifier -------------------------------------------
 
 
-def add_predict(sub):
-    tasks = _task_parser(sub, "predict", "predict with a model")
+def add_predict(tasks):
     p = tasks.add_parser("classifier", help="top-5 classes of image files")
     p.add_argument("--model", required=True, help="a classifier model directory")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, BMP)")
@@ -302,6 +305,124 @@ def run_models(args):
               f"{r['input_size']:>7}{r['params']:>14,}{r['trainable_params']:>14,}"
               f"{_human(r['macs']):>12}")
     return 0
+
+
+# --- resnet-tf {train,evaluate,predict} detector -----------------------------
+
+
+def add_detector_commands(tasks):
+    p = tasks["train"].add_parser(
+        "detector", help="fine-tune Faster R-CNN (ResNet C4) with model.fit",
+        description="Train Faster R-CNN in the paper's C4 layout and write a "
+        "detector directory. --init-from a classifier directory carries conv1..conv4 "
+        "into the trunk and conv5 into the RoI head, with frozen BN; without it the "
+        "detector trains from scratch with trainable BN.")
+    p.add_argument("--data", required=True, help="voc:PATH[:SPLIT] or synthetic")
+    p.add_argument("--out", required=True)
+    p.add_argument("--init-from", help="a resnet-tf classifier directory")
+    p.add_argument("--depth", type=int, default=50,
+                   help="backbone depth without --init-from (default 50)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--learning-rate", type=float, default=0.001)
+    p.add_argument("--shorter-side", type=int, default=600)
+    p.add_argument("--max-side", type=int, default=1000)
+    p.add_argument("--anchor-scales", default="128,256,512",
+                   help="anchor sizes in pixels (sqrt of area), e.g. 32,64,128 for "
+                   "small objects")
+    p.add_argument("--rpn-batch", type=int, default=256, help="anchors sampled per image")
+    p.add_argument("--roi-batch", type=int, default=512, help="RoIs sampled per image")
+    p.add_argument("--pooled-size", type=int, default=14, help="RoI pooling output side")
+    p.add_argument("--pooler", choices=["align", "pool"], default="align")
+    p.add_argument("--precision", "--policy", dest="policy", default="float32",
+                   choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--synthetic-train", type=int, default=64)
+    p.add_argument("--synthetic-eval", type=int, default=16)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_train_detector)
+
+    p = tasks["evaluate"].add_parser("detector", help="VOC mAP@0.5 and COCO AP")
+    p.add_argument("--model", required=True, help="a detector directory")
+    p.add_argument("--data", required=True, help="voc:PATH[:SPLIT] or synthetic")
+    p.add_argument("--synthetic-eval", type=int, default=16)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_evaluate_detector)
+
+    p = tasks["predict"].add_parser("detector", help="boxes, class names and scores")
+    p.add_argument("--model", required=True, help="a detector directory")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--min-score", type=float, default=0.3,
+                   help="print and draw detections at least this confident")
+    p.add_argument("--draw", help="write the (first) image with its boxes to this PNG; "
+                   "with several images, NAME-0.png, NAME-1.png, ...")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_predict_detector)
+
+
+def run_train_detector(args):
+    from detection.train import train_detector
+
+    r = train_detector(args.data, args.out, init_from=args.init_from, depth=args.depth,
+                       epochs=args.epochs, iterations=args.iterations,
+                       batch_size=args.batch_size, learning_rate=args.learning_rate,
+                       shorter_side=args.shorter_side, max_side=args.max_side,
+                       policy=args.policy, strategy=args.strategy, seed=args.seed,
+                       synthetic_train=args.synthetic_train,
+                       synthetic_eval=args.synthetic_eval,
+                       model_kwargs=dict(
+                           anchor_scales=tuple(float(v) for v in
+                                               args.anchor_scales.split(",")),
+                           rpn_batch=args.rpn_batch, roi_batch=args.roi_batch,
+                           pooled_size=args.pooled_size, pooler=args.pooler),
+                       verbose=2 if args.json else 1)
+    if args.json:
+        print(json.dumps({"model_dir": args.out, **r["results"]}))
+    else:
+        print(f"Detector directory: {args.out}")
+    return 0
+
+
+def run_evaluate_detector(args):
+    from detection.evaluate import evaluate_detector
+
+    r = evaluate_detector(args.model, args.data, synthetic_eval=args.synthetic_eval)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"{r['data']} [{r['split']}], {r['images']} images")
+    for name, ap in r["per_class_ap50"].items():
+        print(f"  {name:<20} AP@0.5 {ap:.4f}")
+    print(f"VOC mAP@0.5: {r['voc_map50']:.4f} (all points), {r['voc07_map50']:.4f} "
+          f"(VOC2007 11-point)")
+    c = r["coco"]
+    print(f"COCO AP@[.5:.95] {c['AP']:.4f}  AP50 {c['AP50']:.4f}  AP75 {c['AP75']:.4f}  "
+          f"APs {c['APs']:.4f}  APm {c['APm']:.4f}  APl {c['APl']:.4f}")
+    return 0
+
+
+def run_predict_detector(args):
+    from detection.evaluate import draw_detections, predict_detector
+
+    rows = predict_detector(args.model, args.images)
+    for i, row in enumerate(rows):
+        if args.draw and "error" not in row:
+            out = args.draw if len(rows) == 1 else args.draw.replace(".png", f"-{i}.png")
+            row["drawn"] = draw_detections(row["path"], row, out, args.min_score)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print(row["path"] + (f"  (drawn: {row['drawn']})" if "drawn" in row else ""))
+            if "error" in row:
+                print(f"  error: {row['error']}")
+                continue
+            for box, name, score in zip(row["boxes"], row["names"], row["scores"]):
+                if score >= args.min_score:
+                    print(f"  {score:6.2%}  {name:<15} {box}")
+    return 1 if any("error" in r for r in rows) else 0
 
 
 def _human(n):

@@ -73,3 +73,26 @@ def test_detector_directory_errors(tmp_path):
         load_detector(str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="Unknown detection data spec"):
         open_detection_source("coco2:/x")
+
+
+def test_detector_cli(tmp_path, capsys):
+    from resnet_tf import cli
+
+    out = str(tmp_path / "det")
+    assert cli.main(["train", "detector", "--data", "synthetic", "--depth", "18",
+                     "--epochs", "1", "--batch-size", "4", "--shorter-side", "64",
+                     "--max-side", "64", "--anchor-scales", "16,32", "--roi-batch", "8",
+                     "--rpn-batch", "16", "--pooled-size", "4", "--synthetic-train", "4",
+                     "--synthetic-eval", "2", "--out", out, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model_dir"] == out
+    assert cli.main(["evaluate", "detector", "--model", out, "--data", "synthetic",
+                     "--synthetic-eval", "2", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["images"] == 2 and "coco" in r and 0 <= r["voc07_map50"] <= 1
+    img = sorted((shared_data("bccd/BCCD") / "JPEGImages").iterdir())[0]
+    assert cli.main(["predict", "detector", "--model", out, str(img), "--min-score", "0",
+                     "--draw", str(tmp_path / "d.png")]) == 0
+    assert os.path.exists(tmp_path / "d.png")
+    assert cli.main(["evaluate", "detector", "--model", str(tmp_path / "none"),
+                     "--data", "synthetic"]) == 2
+    assert "no such model directory" in capsys.readouterr().err
