@@ -28,7 +28,7 @@ from detection.anchors import AnchorGenerator
 from detection.box_coder import HEAD_WEIGHTS, RPN_WEIGHTS, BoxCoder
 from detection.heads import build_conv5_head, build_rpn_head
 from detection.matcher import BELOW_LOW_THRESHOLD, Matcher
-from detection.ops.boxes import PAD, clip, is_valid
+from detection.ops.boxes import is_valid
 from detection.ops.nms import per_class_nms
 from detection.ops.roi_align import roi_align, roi_pool
 from detection.proposals import ProposalConfig, generate_proposals

@@ -8,10 +8,8 @@ call it too (or use its parts: ``open_source``, ``make_dataset``,
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import time
-from typing import Optional
 
 import numpy as np
 

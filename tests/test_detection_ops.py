@@ -1,8 +1,6 @@
 """NMS, proposals and RoI pooling against numpy references."""
 
 import numpy as np
-import pytest
-import tensorflow as tf
 
 from detection.anchors import AnchorGenerator
 from detection.ops.nms import batched_nms, per_class_nms

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 
 from conftest import shared_data
 from resnet_tf.data.decode import SkipCounter

@@ -56,6 +56,22 @@ def test_step_schedule_and_warmup():
     assert float(model.optimizer.learning_rate) == pytest.approx(0.1)
 
 
+def test_step_schedule_leaves_plateau_reductions_alone():
+    model = keras.Sequential()
+    model.optimizer = keras.optimizers.SGD(0.1)
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_top1", mode="max",
+                                                patience=0, factor=0.1)
+    sched = StepSchedule(0.1)  # the imagenet recipe: no steps, no warm-up
+    for cb in (sched, plateau):
+        cb.set_model(model)
+    plateau.on_train_begin()
+    for epoch, acc in enumerate([0.5, 0.5]):  # no improvement after epoch 1
+        sched.on_train_batch_begin(0)
+        plateau.on_epoch_end(epoch, {"val_top1": acc})
+    sched.on_train_batch_begin(0)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+
+
 def test_label_smoothing_loss():
     y = np.array([0, 2])
     p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], np.float32)
