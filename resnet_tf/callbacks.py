@@ -42,7 +42,7 @@ class StepSchedule(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         it = int(self.model.optimizer.iterations.numpy())
-        if not (self.boundaries or self.warming or it <= self.linear_warmup):
+        if not (self.boundaries or self.warming or it < self.linear_warmup):
             # Nothing scheduled: leave the rate to others (ReduceLROnPlateau).
             return
         rate = self.warmup_lr if self.warming else self.rate_at(it)
