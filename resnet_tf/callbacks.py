@@ -54,6 +54,7 @@ class StepSchedule(keras.callbacks.Callback):
             if error < self.warmup_until_error:
                 self.warming = False
                 it = int(self.model.optimizer.iterations.numpy())
+                self.model.optimizer.learning_rate.assign(self.rate_at(it))
                 log.info("warm-up done at iteration %d (training error %.3f < %.2f); "
                          "learning rate %.4g", it, error, self.warmup_until_error,
                          self.rate_at(it))
