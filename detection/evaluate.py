@@ -18,7 +18,8 @@ def detect_split(model, prep, split, batch_size=2, counter=None):
     ``boxes`` [D, 4], ``scores`` [D], ``classes`` [D] (0-based).
     """
     ds = make_detection_dataset(split.annotations, prep, training=False,
-                                batch_size=batch_size, counter=counter, images=split.images)
+                                batch_size=batch_size, counter=counter, images=split.images,
+                                image_bytes=split.image_bytes and split.image_bytes())
     out = []
     for x, _ in ds:
         det = model(x, training=False)

@@ -35,7 +35,7 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
     """Train a detector.
 
     Args:
-        data: ``voc:PATH[:SPLIT]`` or ``synthetic`` (see
+        data: ``voc:``, ``coco:``, ``tfds:`` or ``synthetic`` (see
             ``detection.data.sources``); the training split.
         init_from: a resnet-tf classifier directory: conv1..conv4 go into the
             shared trunk, conv5 into the RoI head, its per-pixel mean (as a
@@ -66,7 +66,9 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
     counter = SkipCounter()
     ds = make_detection_dataset(train.annotations, prep, training=True,
                                 batch_size=batch_size, seed=seed, counter=counter,
-                                images=train.images).repeat()
+                                images=train.images,
+                                image_bytes=train.image_bytes and train.image_bytes()
+                                ).repeat()
     steps = max(1, len(train.annotations) // batch_size)
     if epochs is not None:
         iterations = epochs * steps

@@ -4,7 +4,7 @@
     resnet-tf train classifier --config cifar|imagenet --model resnet20 --data SPEC --out DIR
     resnet-tf evaluate classifier --model DIR --data SPEC [--crops center|10|multiscale] [--json]
     resnet-tf predict classifier --model DIR IMAGE... [--json]
-    resnet-tf train detector --data voc:PATH[:SPLIT]|synthetic [--init-from DIR] --out DIR
+    resnet-tf train detector --data voc:|coco:|tfds:|synthetic [--init-from DIR] --out DIR
     resnet-tf evaluate detector --model DIR --data SPEC [--json]
     resnet-tf predict detector --model DIR IMAGE... [--json] [--draw OUT.png]
 
@@ -310,6 +310,10 @@ def run_models(args):
 # --- resnet-tf {train,evaluate,predict} detector -----------------------------
 
 
+DETECTION_DATA = ("voc:PATH[:SPLIT], coco:PATH[:SPLIT], tfds:NAME[:SPLIT] (voc/2007, "
+                  "voc/2012, coco/2017) or synthetic")
+
+
 def add_detector_commands(tasks):
     p = tasks["train"].add_parser(
         "detector", help="fine-tune Faster R-CNN (ResNet C4) with model.fit",
@@ -317,7 +321,8 @@ def add_detector_commands(tasks):
         "detector directory. --init-from a classifier directory carries conv1..conv4 "
         "into the trunk and conv5 into the RoI head, with frozen BN; without it the "
         "detector trains from scratch with trainable BN.")
-    p.add_argument("--data", required=True, help="voc:PATH[:SPLIT] or synthetic")
+    p.add_argument("--data", required=True, help=DETECTION_DATA)
+    _data_options(p)
     p.add_argument("--out", required=True)
     p.add_argument("--init-from", help="a resnet-tf classifier directory")
     p.add_argument("--depth", type=int, default=50,
@@ -346,7 +351,9 @@ def add_detector_commands(tasks):
 
     p = tasks["evaluate"].add_parser("detector", help="VOC mAP@0.5 and COCO AP")
     p.add_argument("--model", required=True, help="a detector directory")
-    p.add_argument("--data", required=True, help="voc:PATH[:SPLIT] or synthetic")
+    p.add_argument("--data", required=True, help=DETECTION_DATA)
+    _data_options(p)
+    p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--synthetic-eval", type=int, default=16)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_evaluate_detector)
@@ -371,7 +378,8 @@ def run_train_detector(args):
                        shorter_side=args.shorter_side, max_side=args.max_side,
                        policy=args.policy, strategy=args.strategy, seed=args.seed,
                        synthetic_train=args.synthetic_train,
-                       synthetic_eval=args.synthetic_eval,
+                       synthetic_eval=args.synthetic_eval, data_dir=args.data_dir,
+                       manual_dir=args.manual_dir, download=args.download,
                        model_kwargs=dict(
                            anchor_scales=tuple(float(v) for v in
                                                args.anchor_scales.split(",")),
@@ -388,7 +396,9 @@ def run_train_detector(args):
 def run_evaluate_detector(args):
     from detection.evaluate import evaluate_detector
 
-    r = evaluate_detector(args.model, args.data, synthetic_eval=args.synthetic_eval)
+    r = evaluate_detector(args.model, args.data, batch_size=args.batch_size,
+                          synthetic_eval=args.synthetic_eval, data_dir=args.data_dir,
+                          manual_dir=args.manual_dir, download=args.download)
     if args.json:
         print(json.dumps(r))
         return 0

@@ -37,6 +37,7 @@ class LoadReport:
     clipped_boxes: int = 0
     dropped_boxes: int = 0
     images_without_boxes: int = 0
+    warnings: int = 0
     dropped: list = dataclasses.field(default_factory=list)  # (file, index, reason)
 
     def drop(self, where, index, reason):
@@ -44,11 +45,16 @@ class LoadReport:
         self.dropped.append((where, index, reason))
         log.warning("%s: box %d dropped: %s", where, index, reason)
 
+    def warn(self, where, message):
+        """A problem that changed what was loaded without dropping a box."""
+        self.warnings += 1
+        log.warning("%s: %s", where, message)
+
     def summary(self):
         return (f"{self.images} images, {self.boxes} boxes kept, "
                 f"{self.clipped_boxes} clipped to the image, {self.dropped_boxes} "
                 f"dropped (zero-area or inverted), {self.images_without_boxes} images "
-                "without boxes")
+                "without boxes" + (f", {self.warnings} other warnings" if self.warnings else ""))
 
 
 def clean_boxes(where, boxes, height, width, report):
@@ -60,7 +66,7 @@ def clean_boxes(where, boxes, height, width, report):
     Returns:
         ``(kept_boxes [K, 4], keep_mask [N])``.
     """
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    boxes = np.array(boxes, np.float32).reshape(-1, 4)  # a copy: clipped in place
     keep = np.ones(len(boxes), bool)
     limits = np.array([height, width, height, width], np.float32)
     for i, b in enumerate(boxes):

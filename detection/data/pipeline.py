@@ -88,7 +88,7 @@ def prepare_example(image, boxes, classes, prep, seed=None):
 
 
 def make_detection_dataset(annotations, prep, *, training, batch_size, seed=0,
-                           counter=None, images=None):
+                           counter=None, images=None, image_bytes=None):
     """Batched ``(x, y)`` for ``FasterRCNN.fit``/prediction.
 
     Args:
@@ -97,6 +97,8 @@ def make_detection_dataset(annotations, prep, *, training, batch_size, seed=0,
             and counted in ``counter``), or None with ``images`` given.
         images: uint8 [N, H, W, 3] in memory (the synthetic set), with
             ``annotations`` giving their boxes.
+        image_bytes: a ``tf.data.Dataset`` of encoded images in the order of
+            ``annotations`` (TFDS), decoded like files.
     """
     boxes, classes = _pad_targets(annotations, prep.max_boxes)
     if images is not None:
@@ -106,11 +108,17 @@ def make_detection_dataset(annotations, prep, *, training, batch_size, seed=0,
         paths = np.array([a.path for a in annotations])
         ds = tf.data.Dataset.from_tensor_slices(
             {"path": paths, "boxes": boxes, "classes": classes})
-        ds = ds.map(graph_fn(lambda e: {**e, "image_bytes": tf.io.read_file(e["path"])}),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        if image_bytes is not None:
+            ds = tf.data.Dataset.zip(ds, image_bytes).map(
+                lambda e, b: {**e, "image_bytes": b})
+        else:
+            ds = ds.map(graph_fn(lambda e: {**e, "image_bytes": tf.io.read_file(e["path"])}),
+                        num_parallel_calls=tf.data.AUTOTUNE)
         ds = decode_and_filter(ds, counter if counter is not None else SkipCounter())
     if training:
-        ds = ds.shuffle(len(annotations), seed=seed, reshuffle_each_iteration=True)
+        # Paths are cheap to hold; encoded images (TFDS) get a bounded buffer.
+        buffer = len(annotations) if image_bytes is None else min(len(annotations), 1024)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
             graph_fn(lambda e, s: prepare_example(e["image"], e["boxes"], e["classes"],

@@ -64,8 +64,9 @@ def parse_voc_xml(xml_path, image_dir, class_names=None, report=None):
         raise ValueError(f"{xml_path}: malformed VOC XML ({e}).") from e
     ann = tree.getroot()
     filename = _text(ann, "filename", xml_path)
-    image_dir_real = os.path.realpath(image_dir)
-    image_path = os.path.realpath(os.path.join(image_dir, filename))
+    # abspath, not realpath: a symlinked image folder is fine, "../x" is not.
+    image_dir_real = os.path.abspath(image_dir)
+    image_path = os.path.abspath(os.path.join(image_dir, filename))
     if os.path.commonpath([image_dir_real, image_path]) != image_dir_real:
         raise ValueError(f"{xml_path}: <filename> {filename!r} points outside the "
                          f"dataset's image folder {image_dir}; refusing to read it.")

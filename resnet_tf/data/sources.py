@@ -207,6 +207,49 @@ def _check_which(which):
 # --- TFDS ----------------------------------------------------------------------
 
 
+def open_tfds_builder(name, data_dir=None, manual_dir=None, download=False):
+    """``(builder, not_prepared_hint)`` for a TFDS dataset name.
+
+    Downloading is off unless ``download``; the hint says where TFDS looked
+    and how to prepare the dataset (shared by every ``tfds:`` source).
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # tfds raises DatasetNotFoundError and others
+        raise ValueError(f"tfds:{name}: unknown TFDS dataset ({e}).") from e
+    if download:
+        config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+        builder.download_and_prepare(download_config=config)
+    hint = (f"tfds:{name} is not prepared in {builder.data_dir}. "
+            "Downloading is off: prepare it with "
+            f"`tfds build {name} --data_dir DIR` and pass --data-dir DIR, or "
+            "allow downloads with --download.")
+    if manual_dir or name.startswith("imagenet"):
+        hint += (" ImageNet is prepared from archives you obtain yourself: put "
+                 "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in a "
+                 "manual dir and pass --manual-dir DIR --download (or run "
+                 f"`tfds build {name} --manual_dir DIR --data_dir DIR`).")
+    return builder, hint
+
+
+def tfds_as_dataset(builder, split, not_prepared_hint, image_key, shuffle_seed=None):
+    """The split with images as encoded bytes (``SkipDecoding``) and a
+    ``tfds_id``; a clear error when the dataset is not prepared."""
+    import tensorflow_datasets as tfds
+
+    read_config = tfds.ReadConfig(add_tfds_id=True, shuffle_seed=shuffle_seed)
+    try:
+        return builder.as_dataset(
+            split=split, shuffle_files=shuffle_seed is not None,
+            decoders={image_key: tfds.decode.SkipDecoding()},
+            read_config=read_config)
+    except (AssertionError, FileNotFoundError) as e:
+        # TFDS asserts that the data directory exists ("could not find data").
+        raise ValueError(f"{not_prepared_hint} (TFDS: {e})") from e
+
+
 class TfdsSource(Source):
     """A TensorFlow Datasets image-classification dataset.
 
@@ -216,23 +259,15 @@ class TfdsSource(Source):
 
     def __init__(self, name, split=None, data_dir=None, manual_dir=None,
                  download=False, val_fraction=None):
-        import tensorflow_datasets as tfds
-
         if not name:
             raise ValueError("tfds: needs a dataset name, e.g. tfds:cifar10.")
         self.spec = f"tfds:{name}" + (f":{split}" if split else "")
         self.name = name
         self.requested_split = split
         self.val_fraction = val_fraction
-        try:
-            self.builder = tfds.builder(name, data_dir=data_dir)
-        except Exception as e:  # tfds raises DatasetNotFoundError and others
-            raise ValueError(f"tfds:{name}: unknown TFDS dataset ({e}).") from e
+        self.builder, self._not_prepared_hint = open_tfds_builder(
+            name, data_dir, manual_dir, download)
         self.download = download
-        if download:
-            config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-            self.builder.download_and_prepare(download_config=config)
-        self._not_prepared_hint = self._hint(name, manual_dir)
         info = self.builder.info
         keys = info.supervised_keys or ("image", "label")
         self.image_key, self.label_key = keys[0], keys[1]
@@ -240,30 +275,9 @@ class TfdsSource(Source):
         self.class_names = list(getattr(feature, "names", None) or
                                 [str(i) for i in range(feature.num_classes)])
 
-    def _hint(self, name, manual_dir):
-        hint = (f"tfds:{name} is not prepared in {self.builder.data_dir}. "
-                "Downloading is off: prepare it with "
-                f"`tfds build {name} --data_dir DIR` and pass --data-dir DIR, or "
-                "allow downloads with --download.")
-        if manual_dir or name.startswith("imagenet"):
-            hint += (" ImageNet is prepared from archives you obtain yourself: put "
-                     "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in a "
-                     "manual dir and pass --manual-dir DIR --download (or run "
-                     f"`tfds build {name} --manual_dir DIR --data_dir DIR`).")
-        return hint
-
     def _as_dataset(self, split, shuffle_seed=None):
-        import tensorflow_datasets as tfds
-
-        read_config = tfds.ReadConfig(add_tfds_id=True, shuffle_seed=shuffle_seed)
-        try:
-            return self.builder.as_dataset(
-                split=split, shuffle_files=shuffle_seed is not None,
-                decoders={self.image_key: tfds.decode.SkipDecoding()},
-                read_config=read_config)
-        except (AssertionError, FileNotFoundError) as e:
-            # TFDS asserts that the data directory exists ("could not find data").
-            raise ValueError(f"{self._not_prepared_hint} (TFDS: {e})") from e
+        return tfds_as_dataset(self.builder, split, self._not_prepared_hint,
+                               self.image_key, shuffle_seed)
 
     def _split_name(self, which):
         splits = list(self.builder.info.splits)
