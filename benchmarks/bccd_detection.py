@@ -44,6 +44,9 @@ def main(argv=None):
     p.add_argument("--shorter-side", type=int, default=480)
     p.add_argument("--max-side", type=int, default=640)
     p.add_argument("--anchor-scales", default="32,64,128,256")
+    p.add_argument("--roi-batch", type=int, default=128,
+                   help="RoIs per image for the head (the paper's 512 makes the per-RoI "
+                   "conv5 dominate a CPU step)")
     p.add_argument("--learning-rate", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--policy", default="float32")
@@ -145,7 +148,8 @@ def main(argv=None):
         decay_fraction=1.0, warmup_iterations=100, shorter_side=args.shorter_side,
         max_side=args.max_side, policy=args.policy, clipnorm=10.0,
         model_kwargs=dict(anchor_scales=tuple(float(v) for v in
-                                              args.anchor_scales.split(","))),
+                                              args.anchor_scales.split(",")),
+                          roi_batch=args.roi_batch),
         extra_callbacks=[KeepPrep(), budget_cb], verbose=2)
     summary = {"init_from": args.init_from, "depth": args.depth, "minutes": args.minutes,
                "iterations": budget_cb.steps, "wall_minutes": round((time.time() - t0) / 60, 1),

@@ -1,5 +1,16 @@
 """The paper's ILSVRC localization: a per-class RPN (Appendix C).
 
-Planned (issue "Localization"); it will reuse ``detection``'s anchors, box
-coder and matcher. Nothing is implemented here yet.
+    head.py          PerClassRPNHead: sibling 1x1 convs, C logits and C x 4 deltas per
+                     anchor; ``for_classes`` computes only chosen classes' columns
+    model.py         Localizer: a frozen copy of the classifier (class guesses), the
+                     fine-tuned trunk, the head; targets and the GT-class-only losses in
+                     compute_loss (detection's anchors, box coder, matcher, sampler)
+    data/            ILSVRC Kaggle CSV and XML readers, the synthetic set, crops with boxes
+    metrics.py       ILSVRC top-k localization error, oracle error, classification error
+    train.py         train_localizer (model.fit, --init-from a classifier), localizer dir
+    evaluate.py      whole-image (and multi-scale) testing, evaluate, predict, draw
+    cli.py           resnet-tf {train,evaluate,predict} localizer
+
+Not built: the paper's second stage (RPN+RCNN: the top proposals re-scored by
+per-class heads on 224 x 224 warps, Table 13's 14.4% -> 10.6%).
 """

@@ -7,6 +7,12 @@
     resnet-tf train detector --data voc:|coco:|tfds:|synthetic [--init-from DIR] --out DIR
     resnet-tf evaluate detector --model DIR --data SPEC [--json]
     resnet-tf predict detector --model DIR IMAGE... [--json] [--draw OUT.png]
+    resnet-tf train localizer --data ilsvrc-loc:PATH[:SPLIT]|synthetic --init-from DIR --out DIR
+    resnet-tf evaluate localizer --model DIR --data SPEC [--multiscale] [--json]
+    resnet-tf predict localizer --model DIR IMAGE... [--json] [--draw OUT.png]
+    resnet-tf export classifier --model DIR --out BASE [--version N] [--json]
+    resnet-tf export detector --model DIR --out BASE [--version N] [--json]
+    resnet-tf demo [--out DIR] [--quick] [--json]
 
 Each subcommand family is one ``add_*`` function; the work happens in
 library functions (``train.train_classifier``, ``evaluate.*``) that tests
@@ -37,17 +43,22 @@ def build_parser():
         description="ResNets of He et al. (2015) in Keras 3: models, training, "
         "detection, localization, export.",
     )
-    from resnet_tf import __version__
+    from resnet_tf import __version__, export
 
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(title="commands")
     add_models(sub)
     tasks = {verb: _task_parser(sub, verb, f"{verb} a model")
-             for verb in ("train", "evaluate", "predict")}
+             for verb in ("train", "evaluate", "predict", "export")}
     add_train(tasks["train"])
     add_evaluate(tasks["evaluate"])
     add_predict(tasks["predict"])
     add_detector_commands(tasks)
+    from localization.cli import add_localizer_commands  # here: localization imports resnet_tf
+
+    add_localizer_commands(tasks)
+    export.add_export_commands(tasks)
+    __import__("resnet_tf.demo").demo.add_demo_command(sub)
     return parser
 
 

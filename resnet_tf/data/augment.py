@@ -136,6 +136,22 @@ def _scale_crop_draws(shape, scale_seed, crop_seed, size, min_size, max_size):
     return scale, offset, first, last
 
 
+def scale_crop_geometry(shape, scale_seed, crop_seed, size, min_size=SCALE_MIN,
+                        max_size=SCALE_MAX):
+    """Where ``random_scale_crop`` with these seeds puts its crop, for boxes.
+
+    Args:
+        shape: int32 [2], the source image's (height, width).
+    Returns:
+        ``(scale, offset)``: float32 [2] per-axis factors (resized / source)
+        and float32 [2] the crop's top-left corner in the resized image, so
+        a source point p lands at ``p * scale - offset`` in the crop.
+    """
+    scale, offset, _, _ = _scale_crop_draws(shape, scale_seed, crop_seed, size,
+                                            min_size, max_size)
+    return scale, offset
+
+
 def _window(shape, scale, first, last):
     """int32 [2] ``lo`` and ``hi``: the source rows/cols (inclusive) a crop
     needs, with a margin of ceil(1 / scale) for the resampling, clamped."""

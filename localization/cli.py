@@ -1,0 +1,141 @@
+"""``resnet-tf {train,evaluate,predict} localizer``: wired into
+``resnet_tf.cli`` by ``add_localizer_commands(tasks)``.
+
+    resnet-tf train localizer --data ilsvrc-loc:PATH[:SPLIT]|synthetic --init-from CLF_DIR --out DIR
+    resnet-tf evaluate localizer --model DIR --data SPEC [--multiscale] [--json]
+    resnet-tf predict localizer --model DIR IMAGE... [--json] [--draw OUT.png]
+"""
+
+import json
+
+DATA_HELP = "ilsvrc-loc:PATH[:train|val] (Kaggle CSVs or ILSVRC XML) or synthetic"
+
+
+def _floats(text):
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def add_localizer_commands(tasks):
+    p = tasks["train"].add_parser(
+        "localizer", help="fine-tune the paper's per-class RPN localizer with model.fit",
+        description="Fine-tune a per-class RPN (Appendix C: C logistic outputs and C x 4 "
+        "box regressors per anchor) from a classifier directory, on random crops of "
+        "the classifier's training augmentation, sampling 8 anchors per image (1:1), "
+        "and write a localizer directory.")
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--init-from", required=True, help="a resnet-tf classifier directory")
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="images per step (default 256, the paper's)")
+    p.add_argument("--learning-rate", type=float, default=0.001)
+    p.add_argument("--feature-level", choices=["C2", "C3", "C4", "C5"],
+                   help="the trunk output the head sits on (default: the last stage)")
+    p.add_argument("--anchor-scales", default="64,128,256",
+                   help="anchor sizes in pixels (sqrt of area)")
+    p.add_argument("--anchor-ratios", default="0.5,1,2", help="anchor heights / widths")
+    p.add_argument("--head-channels", type=int, default=512,
+                   help="the head's 3x3 conv width; 0 for none")
+    p.add_argument("--anchors-per-image", type=int, default=8)
+    p.add_argument("--precision", "--policy", dest="policy", default="float32",
+                   choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--synthetic-train", type=int, default=600)
+    p.add_argument("--synthetic-eval", type=int, default=200)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_train_localizer)
+
+    p = tasks["evaluate"].add_parser(
+        "localizer", help="ILSVRC top-1/top-5 localization error, oracle error",
+        description="Top-1 and top-5 localization error (class right and IoU >= 0.5), "
+        "the error with the ground-truth class (oracle) and the classification error "
+        "of the same guesses, testing each whole image fully convolutionally.")
+    p.add_argument("--model", required=True, help="a localizer directory")
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--multiscale", action="store_true",
+                   help="dense testing at the classifier's multi-scale shorter sides")
+    p.add_argument("--scales", help="test shorter sides, e.g. 224,384 (overrides)")
+    p.add_argument("--flip", action="store_true", help="also test mirrored views")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--max-images", type=int)
+    p.add_argument("--synthetic-eval", type=int, default=200)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_evaluate_localizer)
+
+    p = tasks["predict"].add_parser("localizer", help="top-k classes and their boxes")
+    p.add_argument("--model", required=True, help="a localizer directory")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--multiscale", action="store_true")
+    p.add_argument("--draw", help="write the (first) image with its top guess's box to "
+                   "this PNG; with several images, NAME-0.png, NAME-1.png, ...")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_predict_localizer)
+
+
+def run_train_localizer(args):
+    from localization.train import train_localizer
+
+    r = train_localizer(args.data, args.out, init_from=args.init_from, epochs=args.epochs,
+                        iterations=args.iterations, batch_size=args.batch_size,
+                        learning_rate=args.learning_rate, feature_level=args.feature_level,
+                        anchor_scales=_floats(args.anchor_scales),
+                        anchor_ratios=_floats(args.anchor_ratios),
+                        head_channels=args.head_channels,
+                        anchors_per_image=args.anchors_per_image, policy=args.policy,
+                        strategy=args.strategy, seed=args.seed,
+                        synthetic_train=args.synthetic_train,
+                        synthetic_eval=args.synthetic_eval, verbose=2 if args.json else 1)
+    if args.json:
+        print(json.dumps({"model_dir": args.out, **r["results"]}))
+    else:
+        print(f"Localizer directory: {args.out}")
+    return 0
+
+
+def run_evaluate_localizer(args):
+    from localization.evaluate import evaluate_localizer
+
+    scales = [int(v) for v in _floats(args.scales)] if args.scales else None
+    r = evaluate_localizer(args.model, args.data, multiscale=args.multiscale, scales=scales,
+                           flip=args.flip, top_k=args.top_k, max_images=args.max_images,
+                           synthetic_eval=args.synthetic_eval)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    k = args.top_k
+    print(f"{r['data']} [{r['split']}], {r['images']} images, scales {r['scales']}"
+          + (" + flips" if r["flip"] else "")
+          + (f" ({r['skipped_images']} unreadable images skipped)"
+             if r["skipped_images"] else ""))
+    print(f"  localization error: top-1 {100 * r['top1_loc_error']:.2f}%, top-{k} "
+          f"{100 * r[f'top{k}_loc_error']:.2f}%, oracle (ground-truth class) "
+          f"{100 * r['oracle_loc_error']:.2f}%")
+    print(f"  classification error of the same guesses: top-1 "
+          f"{100 * r['top1_cls_error']:.2f}%, top-{k} {100 * r[f'top{k}_cls_error']:.2f}%")
+    return 0
+
+
+def run_predict_localizer(args):
+    from localization.evaluate import draw_localizations, predict_localizer
+
+    rows = predict_localizer(args.model, args.images, multiscale=args.multiscale,
+                             top_k=args.top_k)
+    for i, row in enumerate(rows):
+        if args.draw and "error" not in row:
+            out = args.draw if len(rows) == 1 else args.draw.replace(".png", f"-{i}.png")
+            row["drawn"] = draw_localizations(row["path"], row, out)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print(row["path"] + (f"  (drawn: {row['drawn']})" if "drawn" in row else ""))
+            if "error" in row:
+                print(f"  error: {row['error']}")
+                continue
+            for p in row["predictions"]:
+                print(f"  {p['probability']:7.2%}  {p['name']:<25} box {p['box']} "
+                      f"(score {p['score']:.3f})")
+    return 1 if any("error" in r for r in rows) else 0

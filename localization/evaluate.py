@@ -1,0 +1,184 @@
+"""Test a localizer fully convolutionally; ILSVRC errors; predict and draw.
+
+Per image (Appendix C, "the network is applied on the image fully
+convolutionally"): the whole image, shorter side resized to each test scale
+(one scale: the classifier's crop size, 224; ``multiscale``: the
+classifier's multi-scale set {224, 256, 384, 480, 640}, optionally with
+flips), mean subtracted. The classifier's softmax, averaged over the views,
+ranks the classes; for each of the top k, the best-scoring anchor of that
+class's ``cls`` map over every view, regressed with its ``reg``, is the box
+(mapped back to the original image). The ground-truth class gets the same
+treatment for the oracle error.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import keras
+
+from localization.data.pipeline import test_examples, test_views
+from localization.data.sources import open_localization_source
+from localization.metrics import localization_errors, oracle_error
+from localization.train import load_localizer
+from resnet_tf.data.decode import SkipCounter, decode_image
+from resnet_tf.train import label_map_for
+
+
+class Tester:
+    """Whole-image testing of a loaded localizer (one image at a time, since
+    every image keeps its aspect ratio).
+
+    Args:
+        model: a ``Localizer``.
+        prep: its ``Preprocessing``; mean_image: float32 [S, S, 3] or None.
+        scales: test shorter sides; None: ``(prep.crop_size,)``, or
+            ``prep.multiscale`` with ``multiscale``.
+        flip: also test each view's mirror.
+        top_k: classes localized per image.
+    """
+
+    def __init__(self, model, prep, mean_image=None, scales=None, multiscale=False,
+                 flip=False, top_k=5):
+        self.model, self.prep = model, prep
+        self.mean = None if mean_image is None else tf.constant(mean_image, tf.float32)
+        self.scales = tuple(int(s) for s in (scales or (prep.multiscale if multiscale
+                                                       else (prep.crop_size,))))
+        self.flip = bool(flip)
+        self.top_k = min(int(top_k), model.num_classes)
+        run = (lambda f: tf.function(f, reduce_retracing=True)) \
+            if keras.backend.backend() == "tensorflow" else (lambda f: f)
+        self._forward = run(lambda x: (model.classify(x), model.features(x)))
+        self._localize = run(lambda f, c, hw: model.localize(f, c, hw))
+
+    def __call__(self, image, extra_classes=()):
+        """Localize one uint8 [H, W, 3] image.
+
+        Returns a dict: ``probabilities`` [C], ``classes`` [k] (ranked),
+        ``scores`` [k], ``boxes`` [k, 4] (original pixels); and for
+        ``extra_classes`` (e.g. the ground-truth class) ``extra_boxes`` [E, 4].
+        """
+        views = test_views(image, self.prep, self.mean, self.scales, self.flip)
+        outs = [self._forward(x) for x, _, _ in views]
+        probs = np.mean([np.asarray(p)[0] for p, _ in outs], axis=0)
+        ranked = np.argsort(-probs, kind="stable")[:self.top_k]
+        classes = np.concatenate([ranked, np.asarray(extra_classes, np.int64)]).astype(np.int32)
+        h, w = int(image.shape[0]), int(image.shape[1])
+        best_score = np.full(len(classes), -np.inf)
+        best_box = np.zeros((len(classes), 4), np.float32)
+        for (x, factor, flipped), (_, feats) in zip(views, outs):
+            hw = tf.shape(x)[1:3]
+            scores, boxes = self._localize(feats, tf.constant(classes[None]), hw)
+            scores, boxes = np.asarray(scores)[0], np.asarray(boxes)[0]
+            if flipped:
+                vw = float(hw[1])
+                boxes = np.stack([boxes[:, 0], vw - boxes[:, 3], boxes[:, 2],
+                                  vw - boxes[:, 1]], -1)
+            sy, sx = np.asarray(factor)
+            boxes = boxes / np.array([sy, sx, sy, sx], np.float32)
+            boxes = np.clip(boxes, 0, [h, w, h, w])
+            better = scores > best_score
+            best_score[better], best_box[better] = scores[better], boxes[better]
+        k = len(ranked)
+        return {"probabilities": probs, "classes": classes[:k], "scores": best_score[:k],
+                "boxes": best_box[:k], "extra_boxes": best_box[k:]}
+
+
+def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=False,
+                       top_k=5, max_images=None, per_image=False, **source_kwargs):
+    """ILSVRC localization errors of a localizer directory on ``data``'s
+    evaluation split (``ilsvrc-loc:PATH`` uses ``val``, or its one CSV).
+
+    Returns a dict: images, skipped_images, top1/top5 localization and
+    classification errors, oracle_loc_error (ground-truth class), the
+    scales and the data report; with ``per_image``, also ``per_image``: one
+    dict per image (path, label, classes, scores, boxes in original pixels,
+    oracle_box).
+    """
+    model, prep, mean, meta = load_localizer(directory)
+    source = open_localization_source(data, class_names=meta["class_names"],
+                                      **source_kwargs)
+    split = source.split("eval")
+    label_map = label_map_for(source.class_names, meta["class_names"], data)
+    anns = split.annotations[:max_images] if max_images else split.annotations
+    images = split.images[:len(anns)] if split.images is not None else None
+    counter = SkipCounter()
+    tester = Tester(model, prep, mean, scales, multiscale, flip, top_k)
+    guesses, truth, oracle_boxes, paths, rows = [], [], [], [], []
+    for e in test_examples(anns, counter=counter, images=images, label_map=label_map):
+        boxes = e["boxes"].numpy()
+        boxes = boxes[(boxes != -1).any(-1)]
+        label = int(e["label"])
+        r = tester(e["image"], extra_classes=[label])
+        guesses.append((r["classes"], r["boxes"]))
+        truth.append((np.full(len(boxes), label), boxes))
+        oracle_boxes.append(r["extra_boxes"][0])
+        paths.append(e["path"].numpy().decode())
+        if per_image:
+            rows.append({"path": paths[-1], "label": label, "classes": r["classes"].tolist(),
+                         "scores": r["scores"].tolist(), "boxes": r["boxes"].tolist(),
+                         "oracle_box": r["extra_boxes"][0].tolist()})
+    if not guesses:
+        raise ValueError(f"{data}: none of the {len(anns)} images could be read "
+                         f"(e.g. {counter.paths[:3]}).")
+    errors = localization_errors(guesses, truth, ks=(1, top_k))
+    out = {"data": data, "split": split.name, "images": len(guesses),
+           "scored_paths": len(set(paths)), "skipped_images": counter.count,
+           "scales": list(tester.scales), "flip": flip, "top_k": top_k,
+           "top1_loc_error": errors["top1_loc_error"],
+           f"top{top_k}_loc_error": errors[f"top{top_k}_loc_error"],
+           "oracle_loc_error": oracle_error(oracle_boxes, truth),
+           "top1_cls_error": errors["top1_cls_error"],
+           f"top{top_k}_cls_error": errors[f"top{top_k}_cls_error"],
+           "data_report": split.report.to_dict() if split.report else None}
+    if per_image:
+        out["per_image"] = rows
+    return out
+
+
+def predict_localizer(directory, paths, *, multiscale=False, top_k=5):
+    """Top-k classes and their boxes for image files: one dict per file with
+    ``predictions`` [{class, name, probability, score, box (ymin, xmin, ymax,
+    xmax) original pixels}]; unreadable files get ``error``."""
+    model, prep, mean, meta = load_localizer(directory)
+    names = meta.get("display_names") or meta["class_names"]
+    tester = Tester(model, prep, mean, multiscale=multiscale, top_k=top_k)
+    rows = []
+    for path in paths:
+        try:
+            contents = tf.io.read_file(path)
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+            rows.append({"path": path, "error": f"cannot read: {e.message}"})
+            continue
+        image, ok = decode_image(contents, tf.constant(path))
+        if not bool(ok):
+            rows.append({"path": path, "error": "not a readable JPEG/PNG/GIF/BMP image"})
+            continue
+        r = tester(image)
+        rows.append({"path": path, "height": int(image.shape[0]),
+                     "width": int(image.shape[1]), "predictions": [
+                         {"class": int(c), "wnid": meta["class_names"][c], "name": names[c],
+                          "probability": round(float(r["probabilities"][c]), 5),
+                          "score": round(float(s), 5),
+                          "box": [round(float(v), 1) for v in b]}
+                         for c, s, b in zip(r["classes"], r["scores"], r["boxes"])]})
+    return rows
+
+
+def draw_localizations(image_path, row, out_path, top=1):
+    """Write ``image_path`` with the first ``top`` guesses' boxes, as PNG."""
+    from PIL import Image, ImageDraw
+
+    with Image.open(image_path) as im:
+        im = im.convert("RGB")
+    draw = ImageDraw.Draw(im)
+    colors = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
+    for i, p in enumerate(row["predictions"][:top]):
+        y0, x0, y1, x1 = p["box"]
+        color = colors[i % len(colors)]
+        draw.rectangle([x0, y0, x1, y1], outline=color, width=2)
+        draw.text((x0 + 2, y0 + 1), f"{p['name']} {p['probability']:.2f}", fill=color)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    im.save(out_path)
+    return out_path
