@@ -3,9 +3,11 @@
 
 Exports a ResNet-50 classifier (1000 classes, the paper's evaluation view:
 shorter side 256, centre 224 crop, per-pixel mean) in float32 and
-mixed_bfloat16, and a Faster R-CNN ResNet-50 C4 detector (shorter side 600,
-longer at most 1000), all with random weights (speed does not depend on
-them), then measures each peer in its own process, alternating:
+mixed_bfloat16, a Faster R-CNN ResNet-50 C4 detector (shorter side 600,
+longer at most 1000) and a ResNet-50 per-class RPN localizer (1000 classes,
+whole image at shorter side 224, top-5 boxes), all with random weights
+(speed does not depend on them), then measures each peer in its own
+process, alternating:
 
 - ``cpp``: ``resnet_tf/serving/load_and_run.cc`` (``tensorflow::LoadSavedModel``,
   the loader TF Serving runs), timing each ``Session::Run`` of
@@ -23,6 +25,7 @@ Batch 1: latency p50 / p99 over ``--iters`` calls; batch 32: images/s over
 
     .venv/bin/python benchmarks/serving_latency.py
     .venv/bin/python benchmarks/serving_latency.py --iters 50 --batch-iters 5 --repeats 3
+    .venv/bin/python benchmarks/serving_latency.py --models localizer   # one model only
 """
 
 import argparse
@@ -37,6 +40,10 @@ import _harness  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 PEERS = ("cpp", "saved_model", "keras_applications")
+MODELS = ("classifier", "detector", "localizer")
+# The output each peer fetches (so the whole graph runs) by exported kind.
+FETCH = {"classifier": "probabilities", "detector": "detection_scores",
+         "localizer": "top_k_boxes"}
 POLICIES = ("float32", "mixed_bfloat16")
 
 
@@ -89,6 +96,18 @@ def prepare(workdir, what):
         d = os.path.join(workdir, "detector")
         save_detector(d, model, DetectionPreprocessing())
         paths["detector"] = export_detector(d, os.path.join(workdir, "serving-detector"))
+    if "localizer" in what:
+        import resnet_tf
+        from localization.export import export_localizer
+        from localization.model import Localizer
+        from localization.train import save_localizer
+        from resnet_tf.data.preprocessing import Preprocessing
+
+        model = Localizer(resnet_tf.build("resnet50").get_config())
+        model.ensure_built()
+        d = os.path.join(workdir, "localizer")
+        save_localizer(d, model, Preprocessing(), np.full((224, 224, 3), 117.0, np.float32))
+        paths["localizer"] = export_localizer(d, os.path.join(workdir, "serving-localizer"))
     return paths
 
 
@@ -115,8 +134,7 @@ def child(args):
             ms = []
             for i in range(args.warmup + iters):
                 t0 = time.perf_counter()
-                fn(image_bytes=x)["probabilities" if not args.detector else
-                                  "detection_scores"].numpy()
+                fn(image_bytes=x)[FETCH[args.kind]].numpy()
                 ms.append(1000 * (time.perf_counter() - t0))
             return np.array(ms[args.warmup:])
     elif args.peer == "keras_applications":
@@ -154,7 +172,8 @@ def main(argv=None):
     p.add_argument("--policy", default="float32")
     p.add_argument("--export")
     p.add_argument("--binary")
-    p.add_argument("--detector", action="store_true")
+    p.add_argument("--kind", default="classifier", choices=MODELS,
+                   help=argparse.SUPPRESS)  # the child's exported model kind
     p.add_argument("--peers", default=",".join(PEERS))
     p.add_argument("--policies", default=",".join(POLICIES))
     p.add_argument("--iters", type=int, default=20, help="timed batch-1 calls")
@@ -163,11 +182,21 @@ def main(argv=None):
     p.add_argument("--detector-iters", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--no-detector", action="store_true")
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="models to measure (comma-separated: classifier, detector, "
+                   "localizer)")
+    p.add_argument("--no-detector", action="store_true", help="leave out the detector")
+    p.add_argument("--localizer-iters", type=int, default=3)
     p.add_argument("--workdir", default="/tmp/resnet-tf-serving-bench")
     args = p.parse_args(argv)
     if args.child:
         return child(args)
+    models = [m for m in args.models.split(",") if m]
+    if set(models) - set(MODELS):
+        raise SystemExit(f"--models: unknown {sorted(set(models) - set(MODELS))}; "
+                         f"choose from {', '.join(MODELS)}.")
+    if args.no_detector and "detector" in models:
+        models.remove("detector")
 
     from resnet_tf import serving
 
@@ -178,7 +207,7 @@ def main(argv=None):
     for name in os.listdir(args.workdir):
         shutil.rmtree(os.path.join(args.workdir, name), ignore_errors=True)
     t0 = time.time()
-    paths = prepare(args.workdir, ["classifier"] + ([] if args.no_detector else ["detector"]))
+    paths = prepare(args.workdir, models)
     binary = serving.build_loader(os.path.join(args.workdir, "loader"))
     print(f"exported and built the loader in {time.time() - t0:.0f} s")
     peers, policies = args.peers.split(","), args.policies.split(",")
@@ -188,15 +217,21 @@ def main(argv=None):
                 "--binary", binary, "--iters", str(args.iters), "--batch", str(args.batch),
                 "--batch-iters", str(args.batch_iters), "--warmup", str(args.warmup)]
 
-    results = _harness.alternate(__file__, peers, policies, args.repeats, make_args)
-    det = {}
-    if not args.no_detector:
-        det = _harness.alternate(
+    results = {}
+    if "classifier" in models:
+        results = _harness.alternate(__file__, peers, policies, args.repeats, make_args)
+
+    def batch1_only(kind, iters):
+        """Batch-1 latency of an exported detector or localizer (float32)."""
+        return _harness.alternate(
             __file__, [p for p in peers if p != "keras_applications"], ["float32"],
             args.repeats, lambda peer, policy: [
-                "--peer", peer, "--policy", policy, "--export", paths["detector"],
-                "--binary", binary, "--detector", "--iters", str(args.detector_iters),
+                "--peer", peer, "--policy", policy, "--export", paths[kind],
+                "--binary", binary, "--kind", kind, "--iters", str(iters),
                 "--batch-iters", "0", "--warmup", "1"])
+
+    det = batch1_only("detector", args.detector_iters) if "detector" in models else {}
+    loc = batch1_only("localizer", args.localizer_iters) if "localizer" in models else {}
 
     def med(res, key, field):
         import statistics
@@ -207,7 +242,7 @@ def main(argv=None):
     print("| model | policy | path | batch 1 p50 | batch 1 p99 | batch 32 | "
           "× keras.applications (batch 1 / batch 32) |")
     print("|---|---|---|---|---|---|---|")
-    for policy in policies:
+    for policy in policies if results else ():
         ka = (policy, "keras_applications")
         for peer in peers:
             key = (policy, peer)
@@ -222,6 +257,9 @@ def main(argv=None):
     for key in det:
         print(f"| Faster R-CNN R50-C4 detector | {key[0]} | {key[1]} | "
               f"{med(det, key, 'p50_ms'):.0f} ms | {med(det, key, 'p99_ms'):.0f} ms | — | — |")
+    for key in loc:
+        print(f"| per-class RPN R50 localizer | {key[0]} | {key[1]} | "
+              f"{med(loc, key, 'p50_ms'):.0f} ms | {med(loc, key, 'p99_ms'):.0f} ms | — | — |")
 
 
 if __name__ == "__main__":

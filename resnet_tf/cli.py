@@ -12,6 +12,7 @@
     resnet-tf predict localizer --model DIR IMAGE... [--json] [--draw OUT.png]
     resnet-tf export classifier --model DIR --out BASE [--version N] [--json]
     resnet-tf export detector --model DIR --out BASE [--version N] [--json]
+    resnet-tf export localizer --model DIR --out BASE [--version N] [--json]
     resnet-tf demo [--out DIR] [--quick] [--json]
 
 Each subcommand family is one ``add_*`` function; the work happens in

@@ -62,7 +62,7 @@ EXPORT_INFO = "resnet_tf_export.json"  # written to <version>/assets.extra/
 EXPORTERS = {
     "classifier": "resnet_tf.export:export_classifier",
     "detector": "detection.export:export_detector",
-    # "localizer": "localization.export:export_localizer",
+    "localizer": "localization.export:export_localizer",
 }
 
 
