@@ -104,7 +104,9 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
           f"{schedule.linear_warmup})", flush=True)
     hist = model.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
                      verbose=verbose, shuffle=False).history
-    results = {"epochs": epochs, "iterations": iterations,
+    # What actually ran (a callback may stop early, e.g. a time budget).
+    results = {"epochs": len(hist["loss"]),
+               "iterations": int(model.optimizer.iterations.numpy()),
                "train_seconds": round(time.time() - t0, 1),
                "skipped_images": counter.count,
                "final_loss": float(hist["loss"][-1])}
