@@ -7,8 +7,7 @@ PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 .PHONY: demo test test-fast bench setup clean
 
 demo: $(VENV)/.runtime
-	@echo "resnet-tf demo: until the end-to-end demo lands, this lists the model zoo (resnet-tf models)."
-	$(BIN)/resnet-tf models
+	$(BIN)/resnet-tf demo
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest tests -ra --durations=15
