@@ -8,7 +8,7 @@ from detection.data.sources import open_detection_source
 from detection.metrics.coco_map import evaluate_coco
 from detection.metrics.voc_map import evaluate_voc
 from detection.train import load_detector
-from resnet_tf.data.decode import SkipCounter, decode_image
+from resnet_tf.data.decode import SkipCounter, read_image_file
 
 
 def detect_split(model, prep, split, batch_size=2, counter=None):
@@ -70,14 +70,9 @@ def predict_detector(directory, paths, score_threshold=None):
     names = meta["class_names"]
     rows = []
     for path in paths:
-        try:
-            contents = tf.io.read_file(path)
-        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
-            rows.append({"path": path, "error": f"cannot read: {e.message}"})
-            continue
-        image, ok = decode_image(contents, tf.constant(path))
-        if not bool(ok):
-            rows.append({"path": path, "error": "not a readable JPEG/PNG/GIF/BMP image"})
+        image, error = read_image_file(path)
+        if error:
+            rows.append({"path": path, "error": error})
             continue
         x, _ = prepare_example(image, tf.fill([1, 4], -1.0), tf.constant([-1]), prep)
         det = model({k: v[None] for k, v in x.items()}, training=False)

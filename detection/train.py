@@ -21,7 +21,7 @@ from detection.model import FasterRCNN
 from resnet_tf import model_dir
 from resnet_tf.callbacks import StepSchedule, epochs_for
 from resnet_tf.data.decode import SkipCounter
-from resnet_tf.train import dtype_policy, make_strategy
+from resnet_tf.train import dtype_policy, fine_tune_callbacks, make_strategy
 
 WEIGHTS = "detector.weights.h5"
 
@@ -85,17 +85,7 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
                                            clipnorm=clipnorm))
     schedule = StepSchedule(learning_rate, [round(decay_fraction * iterations)],
                             linear_warmup=min(warmup_iterations, iterations // 2))
-    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
-    callbacks = [
-        schedule, keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints",
-                                                     "last.weights.h5"),
-                                        save_weights_only=True),
-        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
-        keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), profile_batch=0),
-        *extra_callbacks,
-    ]
+    callbacks = fine_tune_callbacks(out_dir, schedule, extra=extra_callbacks)
     print(f"Training Faster R-CNN ResNet-{depth}-C4 on {data} "
           f"[{len(train.annotations)} images, {len(source.class_names)} classes], "
           f"{'from ' + init_from if init_from else 'from scratch'}: {iterations} "

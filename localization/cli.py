@@ -8,6 +8,8 @@
 
 import json
 
+from resnet_tf.cli import add_precision_and_strategy, numbered_path
+
 DATA_HELP = "ilsvrc-loc:PATH[:train|val] (Kaggle CSVs or ILSVRC XML) or synthetic"
 
 
@@ -38,9 +40,7 @@ def add_localizer_commands(tasks):
     p.add_argument("--head-channels", type=int, default=512,
                    help="the head's 3x3 conv width; 0 for none")
     p.add_argument("--anchors-per-image", type=int, default=8)
-    p.add_argument("--precision", "--policy", dest="policy", default="float32",
-                   choices=["float32", "mixed_bfloat16", "mixed_float16"])
-    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"])
+    add_precision_and_strategy(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--synthetic-train", type=int, default=600)
     p.add_argument("--synthetic-eval", type=int, default=200)
@@ -125,8 +125,8 @@ def run_predict_localizer(args):
                              top_k=args.top_k)
     for i, row in enumerate(rows):
         if args.draw and "error" not in row:
-            out = args.draw if len(rows) == 1 else args.draw.replace(".png", f"-{i}.png")
-            row["drawn"] = draw_localizations(row["path"], row, out)
+            row["drawn"] = draw_localizations(row["path"], row,
+                                              numbered_path(args.draw, i, len(rows)))
     if args.json:
         print(json.dumps(rows))
     else:

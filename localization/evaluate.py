@@ -22,7 +22,7 @@ from localization.data.pipeline import test_examples, test_views
 from localization.data.sources import open_localization_source
 from localization.metrics import localization_errors, oracle_error
 from localization.train import load_localizer
-from resnet_tf.data.decode import SkipCounter, decode_image
+from resnet_tf.data.decode import SkipCounter, read_image_file
 from resnet_tf.train import label_map_for
 
 
@@ -146,14 +146,9 @@ def predict_localizer(directory, paths, *, multiscale=False, top_k=5):
     tester = Tester(model, prep, mean, multiscale=multiscale, top_k=top_k)
     rows = []
     for path in paths:
-        try:
-            contents = tf.io.read_file(path)
-        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
-            rows.append({"path": path, "error": f"cannot read: {e.message}"})
-            continue
-        image, ok = decode_image(contents, tf.constant(path))
-        if not bool(ok):
-            rows.append({"path": path, "error": "not a readable JPEG/PNG/GIF/BMP image"})
+        image, error = read_image_file(path)
+        if error:
+            rows.append({"path": path, "error": error})
             continue
         r = tester(image)
         rows.append({"path": path, "height": int(image.shape[0]),

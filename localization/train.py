@@ -22,7 +22,7 @@ from resnet_tf import model_dir
 from resnet_tf.callbacks import SkippedImagesReport, StepSchedule, epochs_for
 from resnet_tf.data.decode import SkipCounter
 from resnet_tf.data.preprocessing import Preprocessing
-from resnet_tf.train import dtype_policy, label_map_for, make_strategy
+from resnet_tf.train import dtype_policy, fine_tune_callbacks, label_map_for, make_strategy
 
 WEIGHTS = "localizer.weights.h5"
 MEAN = "mean_image.npy"
@@ -93,18 +93,8 @@ def train_localizer(data, out_dir, *, init_from, epochs=None, iterations=None,
                                            clipnorm=clipnorm))
     schedule = StepSchedule(learning_rate, [round(decay_fraction * iterations)],
                             linear_warmup=min(warmup_iterations, iterations // 2))
-    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
     skipped = SkippedImagesReport({"train": counter})
-    callbacks = [
-        skipped, schedule, keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints",
-                                                     "last.weights.h5"),
-                                        save_weights_only=True),
-        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
-        keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), profile_batch=0),
-        *extra_callbacks,
-    ]
+    callbacks = fine_tune_callbacks(out_dir, skipped, schedule, extra=extra_callbacks)
     print(f"Fine-tuning a per-class RPN localizer ({model.classifier.name} trunk to "
           f"{model.feature_level}, stride {model.stride}, "
           f"{model.anchor_generator.num_anchors} anchors per cell, "
@@ -166,11 +156,4 @@ def load_localizer(directory):
     except Exception as e:
         raise ValueError(f"{weights}: could not load the localizer's weights "
                          f"({type(e).__name__}: {e}).") from e
-    mean = None
-    if meta.get("mean_image"):
-        path = os.path.join(directory, meta["mean_image"])
-        try:
-            mean = np.load(path)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: could not read the mean image ({e}).") from e
-    return model, prep, mean, meta
+    return model, prep, model_dir.read_mean_image(directory, meta), meta

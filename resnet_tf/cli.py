@@ -68,6 +68,20 @@ def _task_parser(sub, verb, help_text):
     return p.add_subparsers(title="what", dest="task", required=True)
 
 
+def add_precision_and_strategy(p):
+    """``--precision`` (Keras dtype policy) and ``--strategy`` (tf.distribute),
+    shared by every ``train`` command."""
+    p.add_argument("--precision", "--policy", dest="policy", default="float32",
+                   choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"])
+
+
+def numbered_path(path, index, count):
+    """``--draw OUT.png`` for image ``index`` of ``count``: OUT.png for one
+    image, OUT-0.png, OUT-1.png, ... for several."""
+    return path if count == 1 else path.replace(".png", f"-{index}.png")
+
+
 def _data_options(p):
     p.add_argument("--data-dir", help="TFDS data_dir (where prepared datasets live)")
     p.add_argument("--manual-dir", help="TFDS manual_dir (e.g. the ImageNet tar files)")
@@ -101,9 +115,7 @@ def add_train(tasks):
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float,
                    help="default: the recipe's, scaled by batch size")
-    p.add_argument("--precision", "--policy", dest="policy", default="float32",
-                   choices=["float32", "mixed_bfloat16", "mixed_float16"])
-    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"])
+    add_precision_and_strategy(p)
     p.add_argument("--step-epochs", help="divide the learning rate by 10 at these "
                    "epochs, e.g. 30,60 (instead of the recipe's schedule)")
     p.add_argument("--clipnorm", type=float, help="clip gradients to this global norm")
@@ -352,9 +364,7 @@ def add_detector_commands(tasks):
     p.add_argument("--roi-batch", type=int, default=512, help="RoIs sampled per image")
     p.add_argument("--pooled-size", type=int, default=14, help="RoI pooling output side")
     p.add_argument("--pooler", choices=["align", "pool"], default="align")
-    p.add_argument("--precision", "--policy", dest="policy", default="float32",
-                   choices=["float32", "mixed_bfloat16", "mixed_float16"])
-    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"])
+    add_precision_and_strategy(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--synthetic-train", type=int, default=64)
     p.add_argument("--synthetic-eval", type=int, default=16)
@@ -431,8 +441,9 @@ def run_predict_detector(args):
     rows = predict_detector(args.model, args.images)
     for i, row in enumerate(rows):
         if args.draw and "error" not in row:
-            out = args.draw if len(rows) == 1 else args.draw.replace(".png", f"-{i}.png")
-            row["drawn"] = draw_detections(row["path"], row, out, args.min_score)
+            row["drawn"] = draw_detections(row["path"], row,
+                                           numbered_path(args.draw, i, len(rows)),
+                                           args.min_score)
     if args.json:
         print(json.dumps(rows))
     else:

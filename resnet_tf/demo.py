@@ -80,7 +80,7 @@ class DemoSettings:
 # depth) on 32x32 images, zero-initialised residual branches so lr 0.1
 # is stable from the first step; the CIFAR recipe's augmentation.
 QUICK = DemoSettings("quick", clf_train=1920, clf_eval=300, clf_epochs=10, clf_batch=64,
-                     clf_lr=0.1, det_train=64, det_eval=24, det_epochs=5, det_lr=0.02,
+                     clf_lr=0.1, det_train=64, det_eval=24, det_epochs=12, det_lr=0.02,
                      loc_train=480, loc_eval=120, loc_epochs=8, loc_lr=0.1)
 FULL = DemoSettings("full", clf_train=3200, clf_eval=600, clf_epochs=12, clf_batch=64,
                     clf_lr=0.1, det_train=128, det_eval=48, det_epochs=10, det_lr=0.02,

@@ -150,7 +150,7 @@ def predict_files(model_or_dir, paths, top=5, class_index=None):
     ``class_index`` (a class-index file) renames classes whose names are
     WordNet IDs (e.g. folders named n01440764) to human-readable names.
     """
-    from resnet_tf.data.decode import decode_image
+    from resnet_tf.data.decode import read_image_file
 
     clf = (model_dir.load_classifier(model_or_dir)
            if isinstance(model_or_dir, (str, os.PathLike)) else model_or_dir)
@@ -168,14 +168,9 @@ def predict_files(model_or_dir, paths, top=5, class_index=None):
     mean = None if clf.mean_image is None else tf.constant(clf.mean_image)
     out = []
     for path in paths:
-        try:
-            contents = tf.io.read_file(path)
-        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
-            out.append({"path": path, "error": f"cannot read: {e.message}"})
-            continue
-        image, ok = decode_image(contents, tf.constant(path))
-        if not bool(ok):
-            out.append({"path": path, "error": "not a readable JPEG/PNG/GIF/BMP image"})
+        image, error = read_image_file(path)
+        if error:
+            out.append({"path": path, "error": error})
             continue
         x = clf.preprocessing.eval_view(image, mean)[None]
         p = np.asarray(clf.model(x, training=False), np.float32)[0]

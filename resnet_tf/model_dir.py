@@ -107,13 +107,7 @@ def load_classifier(directory, compile=False):
         raise ValueError(f"{model_path}: could not load the model ({type(e).__name__}: "
                          f"{e}). The file may be truncated; retrain or restore it "
                          "from checkpoints/.") from e
-    mean = None
-    if meta.get("mean_image"):
-        mean_path = os.path.join(directory, meta["mean_image"])
-        try:
-            mean = np.load(mean_path)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{mean_path}: could not read the mean image ({e}).") from e
+    mean = read_mean_image(directory, meta)
     return Classifier(model=model, class_names=meta["class_names"], mean_image=mean,
                       preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
                       meta=meta, directory=directory)
@@ -156,3 +150,14 @@ def _write_npy(path, array):
 
 def _jsonable(x):
     return json.loads(json.dumps(x, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+
+
+def read_mean_image(directory, meta):
+    """The per-pixel mean image a model directory's meta names, or None."""
+    if not meta.get("mean_image"):
+        return None
+    path = os.path.join(directory, meta["mean_image"])
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: could not read the mean image ({e}).") from e

@@ -96,6 +96,23 @@ def default_callbacks(out_dir, counters, schedule, recipe, monitor="val_top1"):
     return cbs
 
 
+def fine_tune_callbacks(out_dir, *first, extra=()):
+    """The callbacks of a detector/localizer fine-tuning run: ``first`` (e.g.
+    the schedule), TerminateOnNaN, the last weights in checkpoints/,
+    BackupAndRestore, CSV history, TensorBoard, then ``extra``."""
+    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+    return [
+        *first, keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints",
+                                                     "last.weights.h5"),
+                                        save_weights_only=True),
+        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+        keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), profile_batch=0),
+        *extra,
+    ]
+
+
 @contextlib.contextmanager
 def dtype_policy(policy):
     if policy not in POLICIES:

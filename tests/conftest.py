@@ -3,6 +3,8 @@
 - ``shared_data(name)``: the path of a real dataset folder under
   ``$RESNET_TF_DATA`` or ``../shared/data``; skips when absent, fails under
   ``CI=true`` (CI must test on real data).
+- ``op_determinism``: deterministic TF ops for one learning test, so its
+  numbers do not vary with thread scheduling from run to run.
 - ``keras_session``: every test starts from the float32 policy and a clean
   Keras session, with a fixed seed.
 """
@@ -44,6 +46,16 @@ def keras_session():
     yield
     keras.config.set_dtype_policy("float32")
     keras.backend.clear_session()
+
+
+@pytest.fixture
+def op_determinism():
+    import tensorflow as tf
+    from tensorflow.python.framework import config
+
+    tf.config.experimental.enable_op_determinism()
+    yield
+    config.disable_op_determinism()
 
 
 def inbound_layers(layer):

@@ -11,7 +11,7 @@ from resnet_tf.demo import KINDS, grid_baseline_detections, run_demo
 
 
 @pytest.mark.slow
-def test_quick_demo_end_to_end(tmp_path):
+def test_quick_demo_end_to_end(tmp_path, op_determinism):
     out = tmp_path / "demo"
     s = run_demo(str(out), quick=True, verbose=2)
     for row in s["rows"]:

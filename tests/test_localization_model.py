@@ -116,7 +116,7 @@ def test_evaluation_on_the_100_real_images_with_a_random_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_fine_tuned_localizer_beats_a_centred_average_box(tmp_path):
+def test_fine_tuned_localizer_beats_a_centred_average_box(tmp_path, op_determinism):
     from resnet_tf.train import train_classifier
 
     train_classifier("synthetic", str(tmp_path / "clf"), model="resnet8", recipe="cifar",

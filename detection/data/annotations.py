@@ -2,6 +2,7 @@
 
 import dataclasses
 import logging
+import os
 
 import numpy as np
 
@@ -55,6 +56,24 @@ class LoadReport:
                 f"{self.clipped_boxes} clipped to the image, {self.dropped_boxes} "
                 f"dropped (zero-area or inverted), {self.images_without_boxes} images "
                 "without boxes" + (f", {self.warnings} other warnings" if self.warnings else ""))
+
+
+def resolve_image(where, image_dir, name, field):
+    """The path of image ``name`` inside ``image_dir``.
+
+    Raises ValueError (naming ``where``, the annotation file, and ``field``,
+    the annotation's key) for a name that points outside ``image_dir`` or a
+    file that does not exist. abspath, not realpath: a symlinked image folder
+    is fine, "../x" is not.
+    """
+    root = os.path.abspath(image_dir)
+    path = os.path.abspath(os.path.join(image_dir, name))
+    if os.path.commonpath([root, path]) != root:
+        raise ValueError(f"{where}: {field} {name!r} points outside the dataset's "
+                         f"image folder {image_dir}; refusing to read it.")
+    if not os.path.isfile(path):
+        raise ValueError(f"{where}: image file {path} (from {field}) does not exist.")
+    return path
 
 
 def clean_boxes(where, boxes, height, width, report):

@@ -22,7 +22,8 @@ import os
 
 import numpy as np
 
-from detection.data.annotations import ImageAnnotation, LoadReport, clean_boxes
+from detection.data.annotations import (ImageAnnotation, LoadReport, clean_boxes,
+                                         resolve_image)
 from detection.ops.boxes import to_internal
 
 
@@ -94,8 +95,6 @@ def read_coco(json_path, image_dir, class_names=None):
     index = {n: i for i, n in enumerate(class_names)}
     cat_index = {c["id"]: index[str(c["name"])] for c in categories}
 
-    # abspath, not realpath: a symlinked image folder is fine, "../x" is not.
-    root = os.path.abspath(image_dir)
     entries = _require(data, "images", where)
     by_image = {}
     for a in _require(data, "annotations", where):
@@ -108,13 +107,7 @@ def read_coco(json_path, image_dir, class_names=None):
             raise ValueError(f"{json_path}: image id {image_id} appears twice.")
         seen.add(image_id)
         name = str(_require(img, "file_name", where))
-        path = os.path.abspath(os.path.join(image_dir, name))
-        if os.path.commonpath([root, path]) != root:
-            raise ValueError(f"{json_path}: file_name {name!r} points outside the "
-                             f"dataset's image folder {image_dir}; refusing to read it.")
-        if not os.path.isfile(path):
-            raise ValueError(f"{json_path}: image file {path} (file_name of image id "
-                             f"{image_id}) does not exist.")
+        path = resolve_image(json_path, image_dir, name, f"file_name of image id {image_id}")
         height, width = int(_require(img, "height", where)), int(_require(img, "width", where))
         anns = by_image.pop(image_id, [])
         xywh, classes, crowd = [], [], []

@@ -18,7 +18,8 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from detection.data.annotations import ImageAnnotation, LoadReport, clean_boxes
+from detection.data.annotations import (ImageAnnotation, LoadReport, clean_boxes,
+                                         resolve_image)
 
 
 def _find(root, *names):
@@ -64,15 +65,7 @@ def parse_voc_xml(xml_path, image_dir, class_names=None, report=None):
         raise ValueError(f"{xml_path}: malformed VOC XML ({e}).") from e
     ann = tree.getroot()
     filename = _text(ann, "filename", xml_path)
-    # abspath, not realpath: a symlinked image folder is fine, "../x" is not.
-    image_dir_real = os.path.abspath(image_dir)
-    image_path = os.path.abspath(os.path.join(image_dir, filename))
-    if os.path.commonpath([image_dir_real, image_path]) != image_dir_real:
-        raise ValueError(f"{xml_path}: <filename> {filename!r} points outside the "
-                         f"dataset's image folder {image_dir}; refusing to read it.")
-    if not os.path.isfile(image_path):
-        raise ValueError(f"{xml_path}: image file {image_path} (from <filename>) does "
-                         "not exist.")
+    image_path = resolve_image(xml_path, image_dir, filename, "<filename>")
     size = ann.find("size")
     if size is not None and size.find("width") is not None:
         width = int(_number(size, "width", xml_path))

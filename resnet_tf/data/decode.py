@@ -404,3 +404,20 @@ def decode_and_filter(dataset, counter, deterministic=None):
     dataset = dataset.map(graph_fn(decode), num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=deterministic)
     return dataset.ignore_errors(log_warning=True)
+
+
+def read_image_file(path):
+    """Eagerly read and decode one image file for prediction.
+
+    Returns:
+        ``(image uint8 [H, W, 3], None)``, or ``(None, reason)`` when the file
+        cannot be read or decoded (callers report it per file, not raise).
+    """
+    try:
+        contents = tf.io.read_file(path)
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+        return None, f"cannot read: {e.message}"
+    image, ok = decode_image(contents, tf.constant(path))
+    if not bool(ok):
+        return None, "not a readable JPEG/PNG/GIF/BMP image"
+    return image, None
