@@ -16,6 +16,8 @@ test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest tests -ra -m "not slow"
 
 bench: $(VENV)/.dev
+	$(PIP) torch==2.13.0
+	$(PIP) --no-deps -r requirements-bench.txt
 	$(BIN)/python benchmarks/train_throughput.py
 
 setup: $(VENV)/.dev

@@ -190,7 +190,10 @@ class FasterRCNN(keras.Model):
         total = tf.add_n([values[n] for n in LOSS_NAMES])
         if self.losses:
             total += tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
-        return total
+        # Under tf.distribute the replicas' gradients are summed: divide by
+        # their number so the sum is the global batch's mean (as Keras's own
+        # compute_loss does; fit's loss tracker multiplies it back).
+        return total / tf.distribute.get_strategy().num_replicas_in_sync
 
     def _rpn_loss(self, y_pred, anchors, gt_boxes):
         b = tf.shape(gt_boxes)[0]

@@ -21,7 +21,10 @@ from detection.model import FasterRCNN
 from resnet_tf import model_dir
 from resnet_tf.callbacks import StepSchedule, epochs_for
 from resnet_tf.data.decode import SkipCounter
-from resnet_tf.train import dtype_policy, fine_tune_callbacks, make_strategy
+from resnet_tf.data.report import skip_summary
+from resnet_tf.train import (backup_every_default, dtype_policy, fine_tune_callbacks,
+                             fit_resumable, make_strategy, shard_options,
+                             worker_directory)
 
 WEIGHTS = "detector.weights.h5"
 
@@ -31,6 +34,7 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
                    decay_fraction=0.75, warmup_iterations=100, momentum=0.9,
                    weight_decay=1e-4, clipnorm=None, policy="float32", strategy=None,
                    shorter_side=600, max_side=1000, flip=True, seed=0,
+                   deterministic=False, auto_shard="data", backup_every=None,
                    model_kwargs=None, extra_callbacks=(), verbose=1, **source_kwargs):
     """Train a detector.
 
@@ -44,10 +48,26 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
         learning_rate: 0.001, divided by 10 after ``decay_fraction`` of the run
             (the paper's COCO schedule: 240k of 320k iterations), after a
             linear warm-up of ``warmup_iterations``.
+        batch_size: the global batch (split among the replicas of
+            ``strategy``: None, "mirrored" or "multiworker").
+        deterministic: fixed seeds and deterministic TF ops (slower), so
+            that a run, and a run killed and resumed, give the same weights.
+        auto_shard: how multi-worker runs split the data
+            (``resnet_tf.train.shard_options``).
+        backup_every: back up every this many steps (default: four times an
+            epoch); a killed run resumes from the last backup, at that step
+            of the same data stream.
     Returns:
         dict of results (history, epochs, seconds).
     """
     t0 = time.time()
+    strat = make_strategy(strategy)  # first: multi-worker set-up needs a fresh TF
+    run_dir = worker_directory(out_dir, strat)
+    if deterministic:
+        keras.utils.set_random_seed(seed)
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     source = open_detection_source(data, seed=seed, **source_kwargs)
     train = source.split("train")
     mean_rgb = None
@@ -64,17 +84,24 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
     prep = DetectionPreprocessing(shorter_side=shorter_side, max_side=max_side, flip=flip,
                                   **({"mean_rgb": mean_rgb} if mean_rgb else {}))
     counter = SkipCounter()
-    ds = make_detection_dataset(train.annotations, prep, training=True,
-                                batch_size=batch_size, seed=seed, counter=counter,
-                                images=train.images,
-                                image_bytes=train.image_bytes and train.image_bytes()
-                                ).repeat()
+
+    def train_stream(step):
+        # The detector's input work is small next to its steps: a resumed run
+        # always skips to the exact position of the seeded stream.
+        ds = make_detection_dataset(train.annotations, prep, training=True,
+                                    batch_size=batch_size, seed=seed, counter=counter,
+                                    images=train.images,
+                                    image_bytes=train.image_bytes and train.image_bytes()
+                                    ).repeat()
+        return shard_options(ds.skip(step) if step else ds, auto_shard)
+
     steps = max(1, len(train.annotations) // batch_size)
     if epochs is not None:
         iterations = epochs * steps
     iterations = iterations or 20 * steps
+    steps = min(steps, iterations)  # a run shorter than one pass: one short epoch
     epochs = epochs_for(iterations, steps)
-    with dtype_policy(policy), make_strategy(strategy).scope():
+    with dtype_policy(policy), strat.scope():
         model = FasterRCNN(len(source.class_names), depth=depth,
                            class_names=source.class_names, weight_decay=weight_decay,
                            seed=seed, **kwargs)
@@ -85,27 +112,37 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
                                            clipnorm=clipnorm))
     schedule = StepSchedule(learning_rate, [round(decay_fraction * iterations)],
                             linear_warmup=min(warmup_iterations, iterations // 2))
-    callbacks = fine_tune_callbacks(out_dir, schedule, extra=extra_callbacks)
+    callbacks = fine_tune_callbacks(run_dir, schedule, extra=extra_callbacks,
+                                    backup_every=backup_every
+                                    or backup_every_default(steps))
     print(f"Training Faster R-CNN ResNet-{depth}-C4 on {data} "
           f"[{len(train.annotations)} images, {len(source.class_names)} classes], "
           f"{'from ' + init_from if init_from else 'from scratch'}: {iterations} "
           f"iterations = {epochs} epochs of {steps}, batch {batch_size}, lr "
           f"{learning_rate:g} (/10 at {schedule.boundaries[0]}, warm-up "
-          f"{schedule.linear_warmup})", flush=True)
-    hist = model.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
-                     verbose=verbose, shuffle=False).history
+          f"{schedule.linear_warmup})"
+          + (f", {strat.num_replicas_in_sync} replicas ({type(strat).__name__})"
+             if strat.num_replicas_in_sync > 1 else ""), flush=True)
+    hist = fit_resumable(model, train_stream, epochs=epochs, steps_per_epoch=steps,
+                         callbacks=callbacks, verbose=verbose)
+    print(skip_summary({f"{data} annotations": train.report, "train images": counter}),
+          flush=True)
     # What actually ran (a callback may stop early, e.g. a time budget).
-    results = {"epochs": len(hist["loss"]),
+    results = {"epochs": len(hist.get("loss", [])),
                "iterations": int(model.optimizer.iterations.numpy()),
                "train_seconds": round(time.time() - t0, 1),
                "skipped_images": counter.count,
-               "final_loss": float(hist["loss"][-1])}
-    save_detector(out_dir, model, prep, results=results,
+               "skipped_by_reason": {"annotations": train.report.by_reason
+                                     if train.report else {},
+                                     "images": counter.by_reason},
+               "final_loss": float(hist["loss"][-1]) if hist.get("loss") else None}
+    save_detector(run_dir, model, prep, results=results,
                   training={"data": data, "init_from": init_from, "policy": policy,
                             "learning_rate": learning_rate, "batch_size": batch_size,
-                            "seed": seed})
+                            "seed": seed, "strategy": strategy or "default",
+                            "replicas": strat.num_replicas_in_sync})
     return {"model": model, "history": {k: [float(v) for v in vs] for k, vs in hist.items()},
-            "results": results, "directory": out_dir}
+            "results": results, "directory": run_dir}
 
 
 def save_detector(directory, model, prep, **fields):
@@ -127,9 +164,5 @@ def load_detector(directory):
     prep = DetectionPreprocessing(**{**meta["preprocessing"],
                                      "mean_rgb": tuple(meta["preprocessing"]["mean_rgb"])})
     model.ensure_built()
-    try:
-        model.load_weights(weights)
-    except Exception as e:
-        raise ValueError(f"{weights}: could not load the detector's weights "
-                         f"({type(e).__name__}: {e}).") from e
+    model_dir.load_weights_file(model, weights, "detector")
     return model, prep, meta

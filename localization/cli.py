@@ -86,6 +86,7 @@ def run_train_localizer(args):
                         head_channels=args.head_channels,
                         anchors_per_image=args.anchors_per_image, policy=args.policy,
                         strategy=args.strategy, seed=args.seed,
+                        auto_shard=args.auto_shard, backup_every=args.backup_every,
                         synthetic_train=args.synthetic_train,
                         synthetic_eval=args.synthetic_eval, verbose=2 if args.json else 1)
     if args.json:

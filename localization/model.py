@@ -241,6 +241,13 @@ class Localizer(keras.Model):
         if self.losses:
             total = total + ops.sum(ops.stack([ops.cast(l, "float32")
                                                for l in self.losses]))
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # tf.distribute sums the replicas' gradients: divide by their
+            # number so the sum is the global batch's mean (as Keras's own
+            # compute_loss does; fit's loss tracker multiplies it back).
+            total = total / tf.distribute.get_strategy().num_replicas_in_sync
         return total
 
     def loss_values(self, features, anchors, labels, gt_boxes):

@@ -22,7 +22,9 @@ from resnet_tf import model_dir
 from resnet_tf.callbacks import SkippedImagesReport, StepSchedule, epochs_for
 from resnet_tf.data.decode import SkipCounter
 from resnet_tf.data.preprocessing import Preprocessing
-from resnet_tf.train import dtype_policy, fine_tune_callbacks, label_map_for, make_strategy
+from resnet_tf.train import (backup_every_default, dtype_policy, fine_tune_callbacks,
+                             fit_resumable, label_map_for, make_strategy, shard_options,
+                             worker_directory)
 
 WEIGHTS = "localizer.weights.h5"
 MEAN = "mean_image.npy"
@@ -34,6 +36,7 @@ def train_localizer(data, out_dir, *, init_from, epochs=None, iterations=None,
                     policy="float32", strategy=None, feature_level=None,
                     anchor_scales=DEFAULT_SCALES, anchor_ratios=DEFAULT_RATIOS,
                     head_channels=512, anchors_per_image=8, seed=0, cache="auto",
+                    auto_shard="data", backup_every=None,
                     model_kwargs=None, extra_callbacks=(), verbose=1, **source_kwargs):
     """Fine-tune a localizer.
 
@@ -43,7 +46,13 @@ def train_localizer(data, out_dir, *, init_from, epochs=None, iterations=None,
         init_from: a resnet-tf classifier directory. Its weights initialise
             the trunk and are kept, frozen, for the class guesses; its
             preprocessing (the training crops) and mean image are used.
-        batch_size: images per step (the paper: 256).
+        batch_size: images per step (the paper: 256), the global batch split
+            among the replicas of ``strategy`` (None, "mirrored",
+            "multiworker").
+        auto_shard: how multi-worker runs split the data
+            (``resnet_tf.train.shard_options``).
+        backup_every: back up every this many steps (default: four times an
+            epoch); a killed run resumes from the last backup.
         learning_rate: SGD with ``momentum``, divided by 10 after
             ``decay_fraction`` of the run.
         anchors_per_image: anchors sampled per image (the paper: 8, 1:1).
@@ -53,6 +62,8 @@ def train_localizer(data, out_dir, *, init_from, epochs=None, iterations=None,
         dict with ``model``, ``history``, ``results``, ``directory``.
     """
     t0 = time.time()
+    strat = make_strategy(strategy)  # first: multi-worker set-up needs a fresh TF
+    run_dir = worker_directory(out_dir, strat)
     if not init_from:
         raise ValueError("train_localizer needs init_from, a resnet-tf classifier "
                          "directory (`resnet-tf train classifier ... --out DIR`): the "
@@ -67,9 +78,14 @@ def train_localizer(data, out_dir, *, init_from, epochs=None, iterations=None,
     counter = SkipCounter()
     if cache == "auto":
         cache = train.images is None and len(train.annotations) <= 20_000
-    ds = make_training_dataset(train.annotations, clf.preprocessing, clf.mean_image,
-                               batch_size=batch_size, seed=seed, counter=counter,
-                               images=train.images, label_map=label_map, cache=cache)
+
+    def train_stream(step):
+        # A resumed run skips to the exact position of the seeded stream.
+        ds = make_training_dataset(train.annotations, clf.preprocessing, clf.mean_image,
+                                   batch_size=batch_size, seed=seed, counter=counter,
+                                   images=train.images, label_map=label_map, cache=cache)
+        return shard_options(ds.skip(step) if step else ds, auto_shard)
+
     steps = len(train.annotations) // batch_size
     if steps < 1:
         raise ValueError(f"{data}: {len(train.annotations)} training images are fewer "
@@ -79,9 +95,10 @@ def train_localizer(data, out_dir, *, init_from, epochs=None, iterations=None,
     if epochs is not None:
         iterations = epochs * steps
     iterations = iterations or 20 * steps
+    steps = min(steps, iterations)  # a run shorter than one pass: one short epoch
     epochs = epochs_for(iterations, steps)
     kwargs = dict(model_kwargs or {})
-    with dtype_policy(policy), make_strategy(strategy).scope():
+    with dtype_policy(policy), strat.scope():
         model = Localizer(clf.model.get_config(), class_names=clf.class_names,
                           feature_level=feature_level, anchor_scales=anchor_scales,
                           anchor_ratios=anchor_ratios, head_channels=head_channels,
@@ -94,28 +111,34 @@ def train_localizer(data, out_dir, *, init_from, epochs=None, iterations=None,
     schedule = StepSchedule(learning_rate, [round(decay_fraction * iterations)],
                             linear_warmup=min(warmup_iterations, iterations // 2))
     skipped = SkippedImagesReport({"train": counter})
-    callbacks = fine_tune_callbacks(out_dir, skipped, schedule, extra=extra_callbacks)
+    callbacks = fine_tune_callbacks(run_dir, skipped, schedule, extra=extra_callbacks,
+                                    backup_every=backup_every
+                                    or backup_every_default(steps))
     print(f"Fine-tuning a per-class RPN localizer ({model.classifier.name} trunk to "
           f"{model.feature_level}, stride {model.stride}, "
           f"{model.anchor_generator.num_anchors} anchors per cell, "
           f"{model.num_classes} classes) from {init_from} on {data} "
           f"[{len(train.annotations)} images]: {iterations} iterations = {epochs} epochs "
           f"of {steps}, batch {batch_size}, {anchors_per_image} anchors per image, lr "
-          f"{learning_rate:g} (/10 at {schedule.boundaries[0]})", flush=True)
-    hist = model.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
-                     verbose=verbose, shuffle=False).history
+          f"{learning_rate:g} (/10 at {schedule.boundaries[0]})"
+          + (f", {strat.num_replicas_in_sync} replicas ({type(strat).__name__})"
+             if strat.num_replicas_in_sync > 1 else ""), flush=True)
+    hist = fit_resumable(model, train_stream, epochs=epochs, steps_per_epoch=steps,
+                         callbacks=callbacks, verbose=verbose)
     results = {"epochs": epochs, "iterations": iterations,
                "train_seconds": round(time.time() - t0, 1),
                "skipped_images": skipped.totals["train"],
-               "final_loss": float(hist["loss"][-1]),
+               "skipped_images_by_reason": counter.by_reason,
+               "final_loss": float(hist["loss"][-1]) if hist.get("loss") else None,
                "data_report": train.report.to_dict() if train.report else None}
-    save_localizer(out_dir, model, clf.preprocessing, clf.mean_image, results=results,
+    save_localizer(run_dir, model, clf.preprocessing, clf.mean_image, results=results,
                    display_names=_display_names(source, clf.class_names),
                    training={"data": data, "init_from": init_from, "policy": policy,
                              "learning_rate": learning_rate, "batch_size": batch_size,
-                             "seed": seed})
+                             "seed": seed, "strategy": strategy or "default",
+                             "replicas": strat.num_replicas_in_sync})
     return {"model": model, "history": {k: [float(v) for v in vs] for k, vs in hist.items()},
-            "results": results, "directory": out_dir}
+            "results": results, "directory": run_dir}
 
 
 def _display_names(source, class_names):
@@ -151,9 +174,5 @@ def load_localizer(directory):
     model = Localizer.from_config(meta["config"])
     prep = Preprocessing.from_dict(meta["preprocessing"])
     model.ensure_built(prep.crop_size)
-    try:
-        model.load_weights(weights)
-    except Exception as e:
-        raise ValueError(f"{weights}: could not load the localizer's weights "
-                         f"({type(e).__name__}: {e}).") from e
+    model_dir.load_weights_file(model, weights, "localizer")
     return model, prep, model_dir.read_mean_image(directory, meta), meta

@@ -1,7 +1,14 @@
-"""Callbacks for the paper's training runs."""
+"""Callbacks for the paper's training runs, and the crash-safety ones every
+trainer uses: atomic checkpoints, step-level backups, a stop on NaN/Inf."""
 
+import contextlib
+import json
 import logging
 import math
+import os
+import shutil
+
+import numpy as np
 
 import keras
 
@@ -90,3 +97,258 @@ class SkippedImagesReport(keras.callbacks.Callback):
 
 def epochs_for(iterations, steps_per_epoch):
     return max(1, math.ceil(iterations / steps_per_epoch))
+
+
+# --- crash safety: atomic checkpoints, step-level backups, non-finite losses --
+
+
+TMP_PREFIX = ".tmp-"
+
+
+def atomic_save(path, write):
+    """Write ``path`` through a temporary name in the same folder, then
+    ``os.replace`` it into place: a crash (even SIGKILL) leaves either the old
+    file or the new one, never a half-written one.
+
+    ``write(tmp_path)`` writes the file. The temporary name ends with
+    ``path``'s name, so Keras's suffix checks (``.keras``, ``.weights.h5``)
+    still pass. The data is flushed to disk (``fsync``) before the rename and
+    the folder after it, so the rename also survives a power cut.
+    Temporaries a killed writer left behind are removed by
+    ``remove_stale_temporaries``.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{name}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. not supported on this platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporaries of ``atomic_save`` left by killed writers (they
+    are never read: only completed files are renamed into place)."""
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith(TMP_PREFIX):
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
+def _write_json(path, obj):
+    def write(p):
+        with open(p, "w") as f:
+            f.write(json.dumps(obj) + "\n")
+    atomic_save(path, write)
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``keras.callbacks.ModelCheckpoint`` whose files are written with
+    ``atomic_save``: killing the run while it saves leaves the previous
+    checkpoint, still loadable. Same arguments as ModelCheckpoint."""
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        remove_stale_temporaries(os.path.dirname(os.path.abspath(self.filepath)) or ".")
+
+    def _save_model(self, epoch, batch, logs):
+        filepath = self._get_file_path(epoch, batch, logs)
+        if not self._should_save_model(epoch, batch, logs, filepath):
+            return
+        if self.save_weights_only:
+            atomic_save(filepath, lambda p: self.model.save_weights(p, overwrite=True))
+        else:
+            atomic_save(filepath, lambda p: self.model.save(p, overwrite=True))
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: saved {filepath}", flush=True)
+
+
+def _seed_generators(model):
+    """Every ``keras.random.SeedGenerator`` of ``model`` (their states are not
+    in ``save_weights`` files, but the detector's anchor/RoI sampling draws
+    from them, so an exact resume needs them)."""
+    found, seen = [], set()
+    for layer in [model, *model._flatten_layers(include_self=False)]:
+        for sg in getattr(layer, "_seed_generators", ()):
+            if id(sg) not in seen:
+                seen.add(id(sg))
+                found.append(sg)
+    return found
+
+
+class StepBackup(keras.callbacks.Callback):
+    """Step-level backup and restore of a training run (what
+    ``keras.callbacks.BackupAndRestore`` does per epoch, made exact and
+    crash-safe).
+
+    Every ``save_freq`` steps, and at the end of each epoch, it writes
+
+        DIR/step-NNNNNNNNN.weights.h5   model and optimizer variables
+                                        (iterations, momenta)
+        DIR/state.json                  {"step", "weights", "seeds"}: the
+                                        number of finished steps, which
+                                        weights file goes with it, and the
+                                        states of the model's seed generators
+
+    each with ``atomic_save``; ``state.json`` is replaced only after its
+    weights file is complete, and names it, so a kill between the two writes
+    leaves the previous pair. Older weights files are deleted afterwards.
+
+    ``restore()`` (the trainers call it before ``fit``) loads the last state
+    and returns its step; the trainer derives the epoch and the position in
+    it from the step and feeds the data stream from that point (see
+    ``resnet_tf.train.fit_resumable``). ``finish()`` deletes the backup once
+    the run is complete. Metrics averaged over a resumed epoch cover only
+    the steps run after the restore.
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, backup_dir, save_freq=100):
+        super().__init__()
+        if int(save_freq) < 1:
+            raise ValueError(f"StepBackup: save_freq must be >= 1 steps, got {save_freq}.")
+        self.backup_dir = backup_dir
+        self.save_freq = int(save_freq)
+        self.step = 0
+        self._since_save = 0
+
+    def restore(self, model=None):
+        """Load the last backup into ``model`` (default: the callback's) and
+        return its step; 0 when there is no backup."""
+        model = model or self.model
+        path = os.path.join(self.backup_dir, self.STATE)
+        if not os.path.exists(path):
+            self.step = 0
+            return 0
+        with open(path) as f:
+            state = json.load(f)
+        strategy = getattr(model, "_distribute_strategy", None)
+        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+        weights = os.path.join(self.backup_dir, state["weights"])
+        try:
+            with scope:  # optimizer variables are created under the strategy
+                if model.optimizer is not None and not model.optimizer.built:
+                    model.optimizer.build(model.trainable_variables)
+                model.load_weights(weights)
+        except Exception as e:
+            raise ValueError(f"{weights}: the backup of step {state['step']} does not "
+                             f"load ({type(e).__name__}: {e}); delete {self.backup_dir} "
+                             "to start the run over.") from e
+        gens = _seed_generators(model)
+        for sg, value in zip(gens, state.get("seeds", [])):
+            sg.state.assign(np.asarray(value, sg.state.dtype))
+        self.step = int(state["step"])
+        return self.step
+
+    def on_train_begin(self, logs=None):
+        remove_stale_temporaries(self.backup_dir)
+        self._since_save = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        self._since_save += 1
+        if self._since_save >= self.save_freq:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._since_save:
+            self.save()
+
+    def save(self):
+        self._since_save = 0
+        name = f"step-{self.step:09d}.weights.h5"
+        atomic_save(os.path.join(self.backup_dir, name),
+                    lambda p: self.model.save_weights(p, overwrite=True))
+        seeds = [np.asarray(sg.state.numpy()).tolist()
+                 for sg in _seed_generators(self.model)]
+        _write_json(os.path.join(self.backup_dir, self.STATE),
+                    {"step": self.step, "weights": name, "seeds": seeds})
+        for old in os.listdir(self.backup_dir):
+            if old.startswith("step-") and old != name:
+                os.remove(os.path.join(self.backup_dir, old))
+
+    def finish(self):
+        """The run is complete: delete the backup."""
+        if os.path.isdir(self.backup_dir):
+            shutil.rmtree(self.backup_dir)
+
+
+class NonFiniteLossError(ValueError):
+    """Training produced a NaN or Inf loss (see ``StopOnNonFiniteLoss``)."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or Inf, naming the
+    step and the loss terms that are not finite (the detector's
+    ``rpn_objectness``, ``rpn_box``, ``head_class``, ``head_box``; the
+    classifier's cross-entropy ``loss`` and its ``weight_decay``).
+
+    Unlike ``keras.callbacks.TerminateOnNaN`` it raises
+    ``NonFiniteLossError`` instead of setting ``stop_training``: with
+    ``stop_training`` Keras still ends the epoch, and the checkpoint and
+    backup callbacks after this one would save the broken weights over the
+    last good ones. Raising here, first among the callbacks, leaves every
+    checkpoint and backup as it was after the last finite step. Put it
+    before them in the callback list.
+
+    ``where``: a folder named in the message (the kept checkpoints).
+    """
+
+    def __init__(self, where=None):
+        super().__init__()
+        self.where = where
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not logs:
+            return
+        values = {}
+        for key, value in logs.items():
+            try:
+                values[key] = float(value)
+            except (TypeError, ValueError):
+                continue
+        if all(math.isfinite(v) for v in values.values()):
+            return
+        terms = {k: v for k, v in values.items() if not math.isfinite(v)}
+        # The classifier logs one total; say whether its weight decay (the
+        # kernel regularizers) is part of the damage.
+        if "loss" in terms and self.model.losses:
+            decay = float(sum(float(keras.ops.convert_to_numpy(x))
+                              for x in self.model.losses))
+            terms["weight_decay"] = decay
+        step = int(self.model.optimizer.iterations.numpy())
+        named = ", ".join(f"{k}={v}" for k, v in terms.items())
+        raise NonFiniteLossError(
+            f"training stopped: the loss is not finite at step {step} (epoch "
+            f"{self.epoch + 1}, batch {batch + 1}): {named}. Nothing was saved after "
+            f"the last finite step"
+            + (f"; the checkpoints and backup in {self.where} are the last good state"
+               if self.where else "")
+            + ". Lower the learning rate, set --clipnorm, or check the data.")

@@ -69,11 +69,21 @@ def _task_parser(sub, verb, help_text):
 
 
 def add_precision_and_strategy(p):
-    """``--precision`` (Keras dtype policy) and ``--strategy`` (tf.distribute),
-    shared by every ``train`` command."""
+    """``--precision`` (Keras dtype policy), ``--strategy`` (tf.distribute),
+    ``--auto-shard`` and ``--backup-every``, shared by every ``train`` command."""
     p.add_argument("--precision", "--policy", dest="policy", default="float32",
-                   choices=["float32", "mixed_bfloat16", "mixed_float16"])
-    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"])
+                   choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                   help="float32 (default; the fastest on CPUs without AMX), "
+                   "mixed_bfloat16 (GPUs, TPUs, CPUs with AMX), mixed_float16 (GPUs)")
+    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"],
+                   help="mirrored: all local GPUs; multiworker: the machines of "
+                   "TF_CONFIG. --batch-size is the global batch")
+    p.add_argument("--auto-shard", default="data", choices=["data", "file", "off", "auto"],
+                   help="how multiworker runs split the data (default data: every "
+                   "worker reads all, keeps its share of each global batch)")
+    p.add_argument("--backup-every", type=int,
+                   help="back up the run every this many steps (default: four times "
+                   "an epoch); re-running the command resumes from the last backup")
 
 
 def numbered_path(path, index, count):
@@ -151,6 +161,7 @@ def run_train_classifier(args):
         args.data, args.out, model=args.model, recipe=args.config,
         epochs=args.epochs, iterations=args.iterations, batch_size=args.batch_size,
         learning_rate=args.learning_rate, policy=args.policy, strategy=args.strategy,
+        auto_shard=args.auto_shard, backup_every=args.backup_every,
         clipnorm=args.clipnorm, label_smoothing=args.label_smoothing,
         val_fraction=args.val_fraction, val_data=args.val_data, seed=args.seed,
         deterministic=args.deterministic, cache=False if args.no_cache else "auto",
@@ -366,6 +377,8 @@ def add_detector_commands(tasks):
     p.add_argument("--pooler", choices=["align", "pool"], default="align")
     add_precision_and_strategy(p)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deterministic", action="store_true",
+                   help="fixed seeds and deterministic TF ops (slower)")
     p.add_argument("--synthetic-train", type=int, default=64)
     p.add_argument("--synthetic-eval", type=int, default=16)
     p.add_argument("--json", action="store_true")
@@ -399,6 +412,8 @@ def run_train_detector(args):
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
                        shorter_side=args.shorter_side, max_side=args.max_side,
                        policy=args.policy, strategy=args.strategy, seed=args.seed,
+                       auto_shard=args.auto_shard, backup_every=args.backup_every,
+                       deterministic=args.deterministic,
                        synthetic_train=args.synthetic_train,
                        synthetic_eval=args.synthetic_eval, data_dir=args.data_dir,
                        manual_dir=args.manual_dir, download=args.download,

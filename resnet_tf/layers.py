@@ -10,6 +10,8 @@ large share of a ResNet training step on CPU (see benchmarks/RESULTS.md).
 import keras
 from keras import ops
 
+from resnet_tf.precision import fast_paths_enabled
+
 _PACKAGE = "resnet_tf"
 
 
@@ -32,7 +34,7 @@ class BatchNorm(keras.layers.BatchNormalization):
     """
 
     def _can_fuse(self, inputs, mask):
-        if keras.backend.backend() != "tensorflow":
+        if keras.backend.backend() != "tensorflow" or not fast_paths_enabled():
             return False
         if mask is not None or self.renorm or len(inputs.shape) != 4:
             return False

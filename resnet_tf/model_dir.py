@@ -7,11 +7,18 @@ fine-tune detection/localization from, and export a model.
     DIR/checkpoints/       best.keras (by validation top-1), last.keras
     DIR/backup/            BackupAndRestore state while a run is unfinished
     DIR/logs/              TensorBoard;  DIR/history.csv: one row per epoch
+
+Every model file is read through ``load_keras_file`` or
+``load_weights_file``: ``.keras`` files with Keras' ``safe_mode=True`` (a
+file holding Python code, such as a ``Lambda`` layer's bytecode, is refused),
+and a missing, truncated or corrupt file is a ValueError that names it and
+says what to do, not a traceback from zipfile or h5py.
 """
 
 import dataclasses
 import json
 import os
+import zipfile
 from typing import Optional
 
 import numpy as np
@@ -92,8 +99,6 @@ def read_meta(directory, kind=None):
 
 def load_classifier(directory, compile=False):
     """Load a classifier directory written by ``save_classifier``."""
-    import keras
-
     from resnet_tf.data.preprocessing import Preprocessing
     import resnet_tf.backbone  # noqa: F401  (registers ResNet for loading)
 
@@ -101,16 +106,76 @@ def load_classifier(directory, compile=False):
     model_path = os.path.join(directory, MODEL)
     if not os.path.exists(model_path):
         raise ValueError(f"{model_path} is missing from the model directory.")
-    try:
-        model = keras.saving.load_model(model_path, compile=compile)
-    except Exception as e:
-        raise ValueError(f"{model_path}: could not load the model ({type(e).__name__}: "
-                         f"{e}). The file may be truncated; retrain or restore it "
-                         "from checkpoints/.") from e
+    model = load_keras_file(model_path, "classifier", compile=compile,
+                            hint="copy checkpoints/best.keras over it, or retrain")
     mean = read_mean_image(directory, meta)
     return Classifier(model=model, class_names=meta["class_names"], mean_image=mean,
                       preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
                       meta=meta, directory=directory)
+
+
+_SAFE_MODE_HINT = ("resnet-tf never saves Python code in a model, so the file was not "
+                   "written by resnet-tf, or was changed since. Load it yourself with "
+                   "keras.saving.load_model(path, safe_mode=False) only if you trust "
+                   "where it came from.")
+
+
+def _corrupt(path, what, hint, detail):
+    size = os.path.getsize(path)
+    state = "empty (0 bytes)" if not size else f"truncated or corrupt ({size} bytes; {detail})"
+    return ValueError(f"{path}: the {what} file is {state}. {hint[:1].upper()}{hint[1:]}.")
+
+
+def load_keras_file(path, what="model", compile=False, hint="restore it from a backup"):
+    """Load a ``.keras`` (or legacy ``.h5``) model file with ``safe_mode=True``.
+
+    Args:
+        path: the file.
+        what: what it is, for messages ("classifier", "keras.applications model").
+        hint: what to do about a damaged file, e.g. "retrain".
+    Raises:
+        ValueError naming ``path``: missing; not a zip archive (``.keras``),
+        i.e. empty, truncated or not a model; holding Python code (refused by
+        safe mode); or failing to load for any other reason.
+    """
+    import keras
+
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such {what} file.")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise _corrupt(path, what, hint, "not a zip archive, which a .keras file is")
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as e:
+        message = str(e)
+        if "safe_mode" in message:
+            raise ValueError(f"{path}: refused to load the {what}: it contains Python "
+                             f"code that loading would run ({message.split('.')[0]}). "
+                             f"{_SAFE_MODE_HINT}") from e
+        if isinstance(e, (zipfile.BadZipFile, EOFError, OSError)) or "truncated" in message:
+            raise _corrupt(path, what, hint, f"{type(e).__name__}: {e}") from e
+        raise ValueError(f"{path}: could not load the {what} ({type(e).__name__}: {e}). "
+                         f"The file may be damaged: {hint}.") from e
+
+
+def load_weights_file(model, path, what="model", hint="retrain, or restore it from a backup"):
+    """``model.load_weights(path)`` for a ``.weights.h5`` file, with errors
+    that name the file (missing, empty, truncated, not HDF5, or weights that
+    don't fit ``model``) and say what to do."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such {what} weights file.")
+    with open(path, "rb") as f:
+        signature = f.read(8)
+    if path.endswith(".h5") and signature != b"\x89HDF\r\n\x1a\n":
+        raise _corrupt(path, f"{what} weights", hint, "no HDF5 signature at its start")
+    try:
+        model.load_weights(path)
+    except Exception as e:
+        if isinstance(e, (OSError, EOFError)) or "truncated" in str(e):
+            raise _corrupt(path, f"{what} weights", hint, f"{type(e).__name__}: {e}") from e
+        raise ValueError(f"{path}: could not load the {what}'s weights "
+                         f"({type(e).__name__}: {e}); {hint}.") from e
+    return model
 
 
 def update_results(directory, **results):

@@ -17,7 +17,10 @@ import keras
 
 from resnet_tf import model_dir, zoo
 from resnet_tf.backbone import ResNet
-from resnet_tf.callbacks import SkippedImagesReport, StepSchedule, epochs_for
+from resnet_tf.data.report import skip_summary
+from resnet_tf.callbacks import (AtomicModelCheckpoint, SkippedImagesReport,
+                                 StepBackup, StepSchedule, StopOnNonFiniteLoss,
+                                 epochs_for)
 from resnet_tf.data.decode import SkipCounter
 from resnet_tf.data.pipeline import compute_mean_image, make_dataset
 from resnet_tf.data.preprocessing import Preprocessing
@@ -28,6 +31,7 @@ from resnet_tf.recipes import get_recipe
 log = logging.getLogger("resnet_tf.train")
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+SHARD_POLICIES = ("data", "file", "off", "auto")
 
 
 @dataclasses.dataclass
@@ -58,7 +62,12 @@ def compile_classifier(model, recipe, learning_rate=None):
 
 def make_strategy(name):
     """None/"default", "mirrored" (all local GPUs, or every logical CPU), or
-    "multiworker" (MultiWorkerMirroredStrategy from TF_CONFIG)."""
+    "multiworker" (MultiWorkerMirroredStrategy from TF_CONFIG).
+
+    Call it before anything else touches TensorFlow: MultiWorkerMirroredStrategy
+    configures collective ops, which TF allows only at program start-up (the
+    trainers create their strategy first for that reason).
+    """
     import tensorflow as tf
 
     if name in (None, "", "default"):
@@ -66,16 +75,177 @@ def make_strategy(name):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError("--strategy multiworker needs TF_CONFIG (the cluster's "
+                             "workers and this process's task); see the README, "
+                             "'Training on several machines'.")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"Unknown strategy {name!r}; use default, mirrored or multiworker.")
 
 
-def default_callbacks(out_dir, counters, schedule, recipe, monitor="val_top1"):
-    """Best and last checkpoints, BackupAndRestore, TensorBoard, CSV history,
-    TerminateOnNaN, the learning-rate schedule and skipped-image reports."""
+def worker_directory(out_dir, strategy):
+    """Where this process writes: ``out_dir`` on the chief (or without a
+    multi-worker strategy), ``out_dir/workers/TYPE-ID`` on the other workers.
+
+    Every worker must run the checkpoint and backup callbacks (each restores
+    its own copy of the state after a crash), but they must not write the
+    same files; the chief's directory is the run's model directory, the
+    others hold identical copies.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or getattr(strategy.extended, "should_checkpoint", True):
+        return out_dir
+    return os.path.join(out_dir, "workers", f"{resolver.task_type}-{resolver.task_id}")
+
+
+def shard_options(ds, policy="data"):
+    """Set how ``MultiWorkerMirroredStrategy`` splits ``ds`` among workers
+    (one-worker strategies never shard).
+
+    "data" (the trainers' default): every worker runs the whole pipeline and
+    keeps its share of each global batch. The global batches are then exactly
+    those of a one-process run with the same seed (what makes multi-worker
+    runs reproducible and lets the tests compare them), and it works for the
+    in-memory sets (synthetic, TFDS as arrays, the cached decoded images),
+    which have no files to split. It costs each worker the input work of the
+    whole batch. "file": each worker reads its own files (less input work;
+    needs at least as many files as workers, TFRecord shards of similar
+    size, and gives different batches than one process). "off", "auto": as
+    in ``tf.data.experimental.AutoShardPolicy``.
+    """
+    import tensorflow as tf
+
+    if policy not in SHARD_POLICIES:
+        raise ValueError(f"Unknown auto-shard policy {policy!r}; use one of "
+                         f"{SHARD_POLICIES}.")
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = getattr(
+        tf.data.experimental.AutoShardPolicy, policy.upper())
+    return ds.with_options(options)
+
+
+def backup_every_default(steps_per_epoch):
+    """Back up four times an epoch (at most every 1000 steps): a kill repeats
+    at most a quarter of an epoch."""
+    return max(1, min(1000, steps_per_epoch // 4))
+
+
+def fit_resumable(model, train_stream, *, epochs, steps_per_epoch, callbacks,
+                  **fit_kwargs):
+    """``model.fit`` that resumes an interrupted run at the step it was
+    backed up, not at the start of its epoch.
+
+    Args:
+        train_stream: ``f(step) -> tf.data.Dataset`` of the training batches
+            from batch number ``step`` of the run on (the trainers skip the
+            first ``step`` batches of the seeded stream, or reseed it).
+        callbacks: must contain one ``StepBackup``.
+    Returns:
+        the history dict of the epochs run now (a resumed partial epoch is
+        one entry, its metrics over the steps after the restore).
+
+    A backup at step ``s`` (epoch ``e = s // steps_per_epoch``, ``b = s %
+    steps_per_epoch`` steps into it) resumes with a ``fit`` of the remaining
+    ``steps_per_epoch - b`` steps of epoch ``e``, then one for the remaining
+    epochs; the optimizer's step counter (and with it the learning-rate
+    schedule) comes from the backup. The backup is deleted when the run is
+    complete.
+    """
+    backups = [cb for cb in callbacks if isinstance(cb, StepBackup)]
+    if len(backups) != 1:
+        raise ValueError("fit_resumable needs exactly one StepBackup callback.")
+    backup = backups[0]
+    step = backup.restore(model)
+    total = epochs * steps_per_epoch
+    if step > total:
+        raise ValueError(f"{backup.backup_dir}: the backup is at step {step}, past "
+                         f"this run's {total} steps; delete it or train longer.")
+    if step:
+        print(f"Resuming from the backup of step {step} ({backup.backup_dir}): epoch "
+              f"{step // steps_per_epoch + 1}, step {step % steps_per_epoch + 1} of "
+              f"{steps_per_epoch}.", flush=True)
+    history = {}
+
+    def run(first_epoch, last_epoch, steps):
+        ds = train_stream(backup.step)
+        _build_before_distributed_fit(model, ds)
+        h = model.fit(ds, initial_epoch=first_epoch,
+                      epochs=last_epoch, steps_per_epoch=steps, callbacks=callbacks,
+                      shuffle=False, **fit_kwargs).history
+        for k, v in h.items():
+            history.setdefault(k, []).extend(v)
+        return not model.stop_training
+
+    epoch, done = divmod(step, steps_per_epoch)
+    go_on = True
+    if done:
+        go_on = run(epoch, epoch + 1, steps_per_epoch - done)
+        epoch += 1
+    if go_on and epoch < epochs:
+        run(epoch, epochs, steps_per_epoch)
+    backup.finish()
+    return history
+
+
+def _build_before_distributed_fit(model, dataset):
+    """Build the model, its compiled metrics and optimizer from the dataset's
+    ``element_spec`` before a distributed ``fit``, and work around a fault of
+    Keras 3.15's ``fit`` under MultiWorkerMirroredStrategy. Models trained
+    without a strategy are left alone.
+
+    - Under a strategy, Keras's ``fit`` builds the model from a real batch:
+      it opens an iterator on the training set, "MEAN"-reduces a batch over
+      the replicas, then opens a new iterator. The first iterator advances
+      the random stream of the augmentation (``rerandomize_each_iteration``),
+      so distributed runs would train on other crops than one-device and
+      resumed runs; under MultiWorkerMirroredStrategy the reduce even fails
+      (``cross_device_ops`` cannot convert a nest of ``PerReplica``). The
+      shapes are all the build needs, and the element spec has them.
+    - Under MultiWorkerMirroredStrategy Keras averages each step's scalar
+      logs with ``reduce("MEAN", v, axis=0)``, which fails on scalars: they
+      are averaged over the replicas with ``axis=None`` instead (a
+      cross-worker all-reduce of a few scalars a step). The training step
+      itself (``strategy.run(model.train_step)``, gradients all-reduced by
+      the optimizer) is Keras's own.
+    """
+    import tensorflow as tf
+
+    strategy = getattr(model, "_distribute_strategy", None)
+    if strategy is None or getattr(model, "_built_for_distribution", False):
+        return
+    x, y = dataset.element_spec[:2]
+    with strategy.scope():
+        model._symbolic_build(data_batch=(x, y))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    model._built_for_distribution = True
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+
+    def make_function(step_function):
+        def mean(v):
+            if isinstance(v, tf.distribute.DistributedValues):
+                return strategy.reduce("MEAN", v, axis=None)
+            return v
+
+        @tf.function(reduce_retracing=True)
+        def one_step(iterator):
+            outputs = strategy.run(step_function, args=(iterator.get_next(),))
+            return tf.nest.map_structure(mean, outputs)
+
+        return one_step
+
+    model._make_function = make_function
+
+
+def default_callbacks(out_dir, counters, schedule, recipe, monitor="val_top1",
+                      backup_every=100):
+    """The stop on a NaN/Inf loss (first, so nothing after it saves a broken
+    state), skipped-image reports, the learning-rate schedule, best and last
+    checkpoints (atomic), the step-level backup (every ``backup_every``
+    steps), CSV history and TensorBoard."""
     ckpt = os.path.join(out_dir, "checkpoints")
     os.makedirs(ckpt, exist_ok=True)
-    cbs = [SkippedImagesReport(counters)]
+    cbs = [StopOnNonFiniteLoss(out_dir), SkippedImagesReport(counters)]
     if schedule is not None:
         cbs.append(schedule)
     if recipe.schedule == "plateau":
@@ -83,12 +253,10 @@ def default_callbacks(out_dir, counters, schedule, recipe, monitor="val_top1"):
             monitor=monitor, mode="max", factor=recipe.lr_factor,
             patience=recipe.plateau_patience, verbose=1))
     cbs += [
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.ModelCheckpoint(os.path.join(ckpt, "best.keras"),
-                                        monitor=monitor, mode="max",
-                                        save_best_only=True),
-        keras.callbacks.ModelCheckpoint(os.path.join(ckpt, "last.keras")),
-        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+        AtomicModelCheckpoint(os.path.join(ckpt, "best.keras"), monitor=monitor,
+                              mode="max", save_best_only=True),
+        AtomicModelCheckpoint(os.path.join(ckpt, "last.keras")),
+        StepBackup(os.path.join(out_dir, "backup"), backup_every),
         keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"),
                                     update_freq="epoch", profile_batch=0),
@@ -96,17 +264,17 @@ def default_callbacks(out_dir, counters, schedule, recipe, monitor="val_top1"):
     return cbs
 
 
-def fine_tune_callbacks(out_dir, *first, extra=()):
-    """The callbacks of a detector/localizer fine-tuning run: ``first`` (e.g.
-    the schedule), TerminateOnNaN, the last weights in checkpoints/,
-    BackupAndRestore, CSV history, TensorBoard, then ``extra``."""
+def fine_tune_callbacks(out_dir, *first, extra=(), backup_every=100):
+    """The callbacks of a detector/localizer fine-tuning run: the stop on a
+    NaN/Inf loss, ``first`` (e.g. the schedule), the last weights in
+    checkpoints/ (atomic), the step-level backup, CSV history, TensorBoard,
+    then ``extra``."""
     os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
     return [
-        *first, keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints",
-                                                     "last.weights.h5"),
-                                        save_weights_only=True),
-        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+        StopOnNonFiniteLoss(out_dir), *first,
+        AtomicModelCheckpoint(os.path.join(out_dir, "checkpoints", "last.weights.h5"),
+                              save_weights_only=True),
+        StepBackup(os.path.join(out_dir, "backup"), backup_every),
         keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), profile_batch=0),
         *extra,
@@ -117,6 +285,11 @@ def fine_tune_callbacks(out_dir, *first, extra=()):
 def dtype_policy(policy):
     if policy not in POLICIES:
         raise ValueError(f"Unknown precision policy {policy!r}; use one of {POLICIES}.")
+    from resnet_tf.precision import slow_bfloat16_reason
+
+    reason = slow_bfloat16_reason(policy)
+    if reason:
+        log.warning(reason)
     old = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
@@ -129,7 +302,7 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
                      iterations=None, batch_size=None, learning_rate=None,
                      policy="float32", strategy=None, clipnorm=None,
                      label_smoothing=None, val_fraction=None, val_data=None,
-                     step_epochs=None,
+                     step_epochs=None, auto_shard="data", backup_every=None,
                      seed=0, deterministic=False, cache="auto", mean_images=None,
                      data_dir=None, manual_dir=None, download=False,
                      synthetic_size=32, synthetic_train=2000, synthetic_eval=500,
@@ -149,7 +322,13 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
             recipe overrides (the learning rate scales with the batch size
             unless given).
         policy: "float32", "mixed_bfloat16" or "mixed_float16".
-        strategy: None, "mirrored" or "multiworker".
+        strategy: None, "mirrored" or "multiworker". ``batch_size`` is the
+            global batch, split among the replicas; the learning rate follows
+            the global batch as without a strategy (see the README,
+            "Distributed training").
+        auto_shard: how multi-worker runs split the data (``shard_options``).
+        backup_every: back up the run every this many steps (default: four
+            times an epoch); a killed run resumes from the last backup.
         val_data: a separate data spec for validation.
         step_epochs: divide the learning rate by 10 at these epochs (a
             "steps" schedule, whatever the recipe's).
@@ -161,6 +340,8 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
         ``TrainResult`` with the directory, the history and final metrics.
     """
     t_start = time.time()
+    strat = make_strategy(strategy)  # first: multi-worker set-up needs a fresh TF
+    run_dir = worker_directory(out_dir, strat)
     recipe = get_recipe(recipe, batch_size=batch_size, clipnorm=clipnorm,
                         label_smoothing=label_smoothing,
                         val_fraction=val_fraction, step_epochs=step_epochs,
@@ -211,6 +392,8 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
     if epochs is not None:
         iterations = epochs * steps_per_epoch
     iterations = iterations or recipe.max_iterations
+    # A run shorter than one pass over the data is one short epoch.
+    steps_per_epoch = min(steps_per_epoch, iterations)
     epochs = epochs_for(iterations, steps_per_epoch)
     scale = iterations / recipe.max_iterations
 
@@ -229,17 +412,27 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
     schedule = StepSchedule(lr, boundaries, recipe.lr_factor, warmup_lr=warmup,
                             warmup_until_error=recipe.warmup_until_error)
 
-    train_ds = make_dataset(train_split, prep, mean_image, training=True,
-                            batch_size=recipe.batch_size, seed=seed,
-                            deterministic=deterministic, cache=cache,
-                            counter=counters["train"], repeat=True)
+    def train_stream(step):
+        # Resuming at batch `step`: deterministic runs skip to the exact
+        # position of the seeded stream (the input work of `step` batches,
+        # no model work); others reseed instead, which costs nothing and
+        # repeats no batch, as their order is not reproducible anyway.
+        ds = make_dataset(train_split, prep, mean_image, training=True,
+                          batch_size=recipe.batch_size,
+                          seed=seed if deterministic else seed + step,
+                          deterministic=deterministic, cache=cache,
+                          counter=counters["train"], repeat=True)
+        if deterministic and step:
+            ds = ds.skip(step)
+        return shard_options(ds, auto_shard)
+
     val_ds = None
     if val_split is not None:
         val_ds = make_dataset(val_split, prep, mean_image, training=False,
                               batch_size=recipe.batch_size, cache=cache,
                               counter=counters["val"], label_map=label_map)
+        val_ds = shard_options(val_ds, auto_shard)
 
-    strat = make_strategy(strategy)
     with dtype_policy(policy), strat.scope():
         kwargs = dict(model_kwargs or {})
         kwargs.setdefault("family", layout.family)
@@ -254,29 +447,41 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
           + (f", lr /10 at iterations {list(boundaries)}" if boundaries else "")
           + (f", warm-up at {warmup}" if warmup else "")
           + (f", scaled x{scale:.3g} from the paper's {recipe.max_iterations}"
-             if scale != 1 else ""), flush=True)
-    callbacks = default_callbacks(out_dir, counters, schedule, recipe,
-                                  monitor="val_top1" if val_ds is not None else "top1")
+             if scale != 1 else "")
+          + (f", {strat.num_replicas_in_sync} replicas ({type(strat).__name__}, "
+             f"{recipe.batch_size // strat.num_replicas_in_sync} images each)"
+             if strat.num_replicas_in_sync > 1 else ""), flush=True)
+    callbacks = default_callbacks(run_dir, counters, schedule, recipe,
+                                  monitor="val_top1" if val_ds is not None else "top1",
+                                  backup_every=backup_every
+                                  or backup_every_default(steps_per_epoch))
     callbacks += list(extra_callbacks)
-    history = net.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                      validation_data=val_ds, callbacks=callbacks, verbose=verbose,
-                      shuffle=False)
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    history = fit_resumable(net, train_stream, epochs=epochs,
+                            steps_per_epoch=steps_per_epoch, validation_data=val_ds,
+                            callbacks=callbacks, verbose=verbose)
+    hist = {k: [float(v) for v in vals] for k, vals in history.items()}
+    skipped = next(cb for cb in callbacks if isinstance(cb, SkippedImagesReport))
     results = {
         "epochs": epochs, "iterations": iterations,
         "train_seconds": round(time.time() - t_start, 1),
-        "skipped_images": callbacks[0].totals,
+        "skipped_images": skipped.totals,
+        "skipped_by_reason": {k: c.by_reason for k, c in
+                              {**counters, "mean": mean_counter}.items()},
     }
+    print(skip_summary({"train images": counters["train"], "val images": counters["val"],
+                        "mean-image pass": mean_counter}), flush=True)
     if "val_top1" in hist and hist["val_top1"]:
         results["val_top1_error"] = 1 - hist["val_top1"][-1]
         results["val_top5_error"] = 1 - hist["val_top5"][-1]
     results["train_top1_error"] = 1 - hist["top1"][-1] if hist.get("top1") else None
     model_dir.save_classifier(
-        out_dir, net, class_names, mean_image, prep, recipe=recipe, results=results,
+        run_dir, net, class_names, mean_image, prep, recipe=recipe, results=results,
         extra={"training": {"data": data, "val_data": val_data, "model": model,
                             "policy": policy, "seed": seed, "learning_rate": lr,
+                            "strategy": strategy or "default",
+                            "replicas": strat.num_replicas_in_sync,
                             "boundaries": list(boundaries), "warmup_lr": warmup}})
-    return TrainResult(out_dir, hist, results, net)
+    return TrainResult(run_dir, hist, results, net)
 
 
 def label_map_for(source_names, model_names, what):

@@ -16,6 +16,7 @@ import numpy as np
 import keras
 
 from resnet_tf.backbone import ResNet
+from resnet_tf.model_dir import load_keras_file
 from resnet_tf.zoo import IMAGENET_STAGES
 
 
@@ -80,7 +81,8 @@ def from_keras_applications(source, **overrides):
         ``ResNet`` whose outputs equal the source's (to float rounding).
     """
     if isinstance(source, str):
-        source = keras.saving.load_model(source, compile=False)
+        source = load_keras_file(source, "keras.applications model",
+                                 hint="save the keras.applications model again")
     names = {layer.name for layer in source.layers}
     depth = _keras_applications_depth(names, source.name)
     in_shape = tuple(source.input_shape[1:])

@@ -61,24 +61,36 @@ def test_plain_folder_layout_clipping_difficult_and_empty_images(tmp_path):
     assert b.boxes.shape == (0, 4) and (b.height, b.width) == (80, 100)
 
 
-@pytest.mark.parametrize("setup,match", [
-    (lambda d: (d / "x.xml").write_text("<annotation><filename>"), "malformed VOC XML"),
-    (lambda d: _xml(d / "x.xml", "missing.jpg", []), "does not exist"),
-    (lambda d: _xml(d / "x.xml", "../outside.jpg", []), "points outside"),
+@pytest.mark.parametrize("setup,match,reason", [
+    (lambda d: (d / "x.xml").write_text("<annotation><filename>"), "malformed VOC XML",
+     "malformed_annotation"),
+    (lambda d: _xml(d / "x.xml", "missing.jpg", []), "does not exist", "missing_image"),
+    (lambda d: _xml(d / "x.xml", "../outside.jpg", []), "points outside",
+     "path_outside_root"),
     (lambda d: (_image(d / "x.jpg"), _xml(d / "x.xml", "x.jpg", [("bird", (1, 1, 5, 5), 0)])),
-     "unknown class name 'bird'"),
+     "unknown class name 'bird'", "unknown_class"),
     (lambda d: (_image(d / "x.jpg"), (d / "x.xml").write_text(
         "<annotation><filename>x.jpg</filename><object><name>cat</name><bndbox>"
         "<xmin>a</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>"
-        "</annotation>")), "<xmin> is 'a', not a number"),
+        "</annotation>")), "<xmin> is 'a', not a number", "malformed_annotation"),
 ])
-def test_bad_annotations_name_the_file(tmp_path, setup, match):
+def test_bad_annotation_files_are_skipped_by_reason_naming_the_file(tmp_path, caplog, setup,
+                                                                    match, reason):
+    from detection.data.voc import parse_voc_xml
+
     data = tmp_path / "data"
     data.mkdir()
     _image(tmp_path / "outside.jpg")
+    _image(data / "good.jpg")
+    _xml(data / "good.xml", "good.jpg", [("cat", (1, 1, 5, 5), 0)])
     setup(data)
-    with pytest.raises(ValueError, match=match) as e:
-        read_voc(str(data), class_names=["cat"])
+    with caplog.at_level(logging.WARNING, logger="resnet_tf.data"):
+        anns, _, report = read_voc(str(data), class_names=["cat"])
+    assert [os.path.basename(a.path) for a in anns] == ["good.jpg"]
+    assert report.skipped_images == 1 and report.by_reason == {reason: 1}
+    assert f"{data / 'x.xml'}: skipped: " in caplog.text and match in caplog.text
+    with pytest.raises(ValueError, match=match) as e:  # one file alone: an error
+        parse_voc_xml(str(data / "x.xml"), str(data), class_names=["cat"])
     assert "x.xml" in str(e.value)
 
 

@@ -115,9 +115,23 @@ def test_coco_bad_annotations(tmp_path, caplog):
         with pytest.raises(ValueError, match=match):
             read_coco(_write(tmp_path, data, "bad.json"), str(tmp_path))
 
-    bad(lambda d: d["annotations"][0].update(category_id=9), "unknown category_id 9")
-    bad(lambda d: d["images"][0].update(file_name="../x.jpg"), "points outside")
-    bad(lambda d: d["images"][0].update(file_name="missing.jpg"), "does not exist")
+
+    def skipped(change, match, reason):  # image 1 (and its boxes) skipped, image 2 kept
+        data = json.loads(json.dumps(good))
+        change(data)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="resnet_tf.data"):
+            anns, _, report = read_coco(_write(tmp_path, data, "skip.json"), str(tmp_path))
+        assert len(anns) == 1 and report.skipped_images == 1
+        assert report.by_reason == {reason: 1}
+        assert "skip.json: skipped: " in caplog.text and match in caplog.text
+
+    skipped(lambda d: d["annotations"][0].update(category_id=9), "unknown category_id 9",
+            "unknown_class")
+    skipped(lambda d: d["images"][0].update(file_name="../x.jpg"), "points outside",
+            "path_outside_root")
+    skipped(lambda d: d["images"][0].update(file_name="missing.jpg"), "does not exist",
+            "missing_image")
     bad(lambda d: d["annotations"][0].update(image_id=77), "not in 'images'")
     bad(lambda d: d["annotations"][0].pop("bbox"), "missing key 'bbox'")
     bad(lambda d: d["annotations"][0].update(bbox=[1, 2]), "x, y, width, height")

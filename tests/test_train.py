@@ -120,6 +120,14 @@ def test_train_on_synthetic_writes_a_complete_model_directory(tmp_path):
     assert res["top1_error"] == pytest.approx(r.results["val_top1_error"], abs=1e-6)
 
 
+def test_a_run_shorter_than_an_epoch_stops_at_its_iterations(tmp_path):
+    r = train_classifier("synthetic", str(tmp_path / "m"), model="resnet8", recipe="cifar",
+                         iterations=3, batch_size=8, synthetic_train=256,
+                         synthetic_eval=16, verbose=0)
+    assert int(r.model.optimizer.iterations.numpy()) == 3
+    assert len(r.history["loss"]) == 1 and r.results["iterations"] == 3
+
+
 def test_interrupted_run_resumes_from_backup(tmp_path):
     out = str(tmp_path / "m")
     kwargs = dict(model="resnet8", recipe="cifar", batch_size=32, synthetic_train=128,

@@ -14,6 +14,14 @@ index k is the k-th category). ``iscrowd`` regions become ``difficult``:
 ignored by the VOC metric and treated as crowd by pycocotools. Zero-area
 boxes are dropped with a warning and counted; boxes past the image are
 clipped (``LoadReport``).
+
+An image entry that can't be used is skipped with a warning and counted by
+reason (its annotations with it): a ``file_name`` that leaves the image
+folder or does not exist, an annotation with a ``category_id`` that is not
+among the categories. A file that is not UTF-8 JSON, lacks a required key,
+has a ``bbox`` that is not four numbers, repeats an image id, has
+annotations of images it does not list, or has a category outside
+``class_names`` is a ValueError: the file as a whole is wrong.
 """
 
 import glob
@@ -25,6 +33,8 @@ import numpy as np
 from detection.data.annotations import (ImageAnnotation, LoadReport, clean_boxes,
                                          resolve_image)
 from detection.ops.boxes import to_internal
+from resnet_tf.data import report as reasons
+from resnet_tf.data.report import BadItem
 
 
 def find_coco_json(root, split=None, which="train"):
@@ -78,9 +88,13 @@ def read_coco(json_path, image_dir, class_names=None):
         per image entry (images without boxes included).
     """
     try:
-        with open(json_path) as f:
+        with open(json_path, encoding="utf-8") as f:  # JSON is UTF-8 (RFC 8259)
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{json_path}: not UTF-8 (byte {e.object[e.start]:#04x} at "
+                         f"offset {e.start}); COCO JSON must be UTF-8: re-save it as "
+                         "UTF-8.") from e
+    except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{json_path}: malformed COCO JSON ({e}).") from e
     where = json_path
     categories = sorted(_require(data, "categories", where),
@@ -107,22 +121,31 @@ def read_coco(json_path, image_dir, class_names=None):
             raise ValueError(f"{json_path}: image id {image_id} appears twice.")
         seen.add(image_id)
         name = str(_require(img, "file_name", where))
-        path = resolve_image(json_path, image_dir, name, f"file_name of image id {image_id}")
         height, width = int(_require(img, "height", where)), int(_require(img, "width", where))
         anns = by_image.pop(image_id, [])
         xywh, classes, crowd = [], [], []
         for a in anns:
             bbox = _require(a, "bbox", where)
-            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
+            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4
+                    and all(isinstance(v, (int, float)) for v in bbox)):
                 raise ValueError(f"{json_path}: annotation {a.get('id')} has bbox "
                                  f"{bbox!r}; COCO boxes are [x, y, width, height].")
-            cid = _require(a, "category_id", where)
-            if cid not in cat_index:
-                raise ValueError(f"{json_path}: annotation {a.get('id')} has unknown "
-                                 f"category_id {cid}; categories are {sorted(cat_index)}.")
+            _require(a, "category_id", where)
             xywh.append([float(v) for v in bbox])
-            classes.append(cat_index[cid])
+            classes.append(cat_index.get(a["category_id"]))
             crowd.append(bool(a.get("iscrowd", 0)))
+        try:
+            path = resolve_image(json_path, image_dir, name,
+                                 f"file_name of image id {image_id}")
+            unknown = [a for a, c in zip(anns, classes) if c is None]
+            if unknown:
+                raise BadItem(json_path, f"image id {image_id} ({name}): annotation "
+                              f"{unknown[0].get('id')} has unknown category_id "
+                              f"{unknown[0]['category_id']}; categories are "
+                              f"{sorted(cat_index)}", reasons.UNKNOWN_CLASS)
+        except BadItem as e:
+            report.skip_image(e)
+            continue
         raw = (np.asarray(to_internal(np.asarray(xywh, np.float32), "xywh"))
                if xywh else np.zeros((0, 4), np.float32))
         boxes, keep = clean_boxes(f"{json_path} (image {name})", raw, height, width,

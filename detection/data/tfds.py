@@ -6,8 +6,11 @@ TFDS stores boxes as relative ``(ymin, xmin, ymax, xmax)``; they become
 internal pixels here, with the image size read from the JPEG header (no
 full decode for the annotation pass). Images stay encoded bytes until the
 training pipeline, which decodes them with the same tolerant decoder as
-every other source. VOC's ``is_difficult`` and COCO's ``is_crowd`` become
-``difficult``. Default splits: VOC trains on ``train+validation`` (trainval)
+every other source; an example whose image fails the decoder's checks
+(``decode.check_image_bytes``: empty, not an image, truncated, too large) is
+skipped in the annotation pass, counted by reason in the report, and left
+out of the image stream too, so both stay in step. VOC's ``is_difficult``
+and COCO's ``is_crowd`` become ``difficult``. Default splits: VOC trains on ``train+validation`` (trainval)
 and evaluates on ``test``; others train on ``train`` and evaluate on
 ``validation``. Downloading is off unless asked for.
 """
@@ -16,19 +19,29 @@ import numpy as np
 import tensorflow as tf
 
 from detection.data.annotations import ImageAnnotation, LoadReport, clean_boxes
+from resnet_tf.data import decode
 from resnet_tf.data.decode import graph_fn
+from resnet_tf.data.report import BadItem
 from resnet_tf.data.sources import open_tfds_builder, tfds_as_dataset
 
 
 def image_size(image_bytes):
-    """int32 [2] (height, width) of an encoded image: from the header for
-    JPEG, by decoding otherwise (PNG, BMP, GIF)."""
-    is_jpeg = tf.strings.substr(image_bytes, 0, 2) == b"\xff\xd8"
-    return tf.cond(
-        is_jpeg,
-        lambda: tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int32),
-        lambda: tf.shape(tf.io.decode_image(image_bytes, channels=3,
-                                            expand_animations=False))[:2])
+    """``(size, reason)``: int32 [2] (height, width) of an encoded image, read
+    from its header (decoded only if the header doesn't say), and the
+    decoder's check (``decode.OK`` or why it would skip the image; then the
+    size is zeros)."""
+    fmt, reason = decode.check_image_bytes(image_bytes)
+
+    def size():
+        hw = tf.cast(decode.header_size(image_bytes, fmt), tf.int32)
+        return tf.cond(tf.reduce_all(hw > 0), lambda: hw,
+                       lambda: tf.shape(decode.decode_checked(image_bytes, fmt))[:2])
+
+    return tf.cond(reason == decode.OK, size, lambda: tf.zeros([2], tf.int32)), reason
+
+
+def _image_ok(image_bytes):
+    return decode.check_image_bytes(image_bytes)[1] == decode.OK
 
 
 class TfdsDetectionSource:
@@ -73,7 +86,8 @@ class TfdsDetectionSource:
 
         def meta(ex):
             obj = ex["objects"]
-            out = {"size": image_size(ex["image"]), "bbox": obj["bbox"],
+            size, reason = image_size(ex["image"])
+            out = {"size": size, "reason": reason, "bbox": obj["bbox"],
                    "label": tf.cast(obj["label"], tf.int32), "id": ex["tfds_id"]}
             out["flag"] = obj[flag] if flag else tf.zeros_like(obj["label"], tf.bool)
             return out
@@ -83,6 +97,10 @@ class TfdsDetectionSource:
         for ex in read().map(graph_fn(meta), num_parallel_calls=tf.data.AUTOTUNE) \
                 .as_numpy_iterator():
             where = f"tfds:{name}:{split}:{ex['id'].decode()}"
+            if ex["reason"] != decode.OK:
+                report.skip_image(BadItem(where, decode.REASONS[ex["reason"]],
+                                          decode.REASON_KEYS[ex["reason"]]))
+                continue
             h, w = (int(v) for v in ex["size"])
             rel, labels, flags = ex["bbox"], ex["label"], ex["flag"]
             n = len(rel)
@@ -106,7 +124,7 @@ class TfdsDetectionSource:
                 classes=np.asarray(labels, np.int32)[keep],
                 difficult=np.asarray(flags, bool)[keep]))
 
-        def image_bytes():
-            return read().map(lambda ex: ex["image"])
+        def image_bytes():  # the images of the annotations kept, in their order
+            return read().map(lambda ex: ex["image"]).filter(graph_fn(_image_ok))
 
         return DetectionSplit(split, annotations, None, report, image_bytes=image_bytes)

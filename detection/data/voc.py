@@ -11,15 +11,24 @@ column. They become internal boxes ``(ymin - 1, xmin - 1, ymax, xmax)``. A box
 with ``xmax <= xmin`` or ``ymax <= ymin`` as written is degenerate and is
 dropped with a warning (BCCD has two); boxes reaching past the image are
 clipped. Both are counted in the ``LoadReport``.
+
+An annotation file that can't be used is skipped (with a warning naming it,
+counted by reason in the ``LoadReport``), and the others are read: malformed
+XML, bytes that are not UTF-8, a missing or non-numeric field, a class name
+outside ``class_names``, a ``<filename>`` that leaves the image folder or
+does not exist, an image whose header can't be read (when the XML has no
+``<size>``). A dataset in which no file is usable is a ValueError, as is a
+split list naming a file that is not there.
 """
 
 import os
-import xml.etree.ElementTree as ET
 
 import numpy as np
 
 from detection.data.annotations import (ImageAnnotation, LoadReport, clean_boxes,
-                                         resolve_image)
+                                         image_header_size, parse_xml, resolve_image)
+from resnet_tf.data import report as reasons
+from resnet_tf.data.report import BadItem
 
 
 def _find(root, *names):
@@ -34,7 +43,7 @@ def _text(node, tag, where, required=True):
     child = node.find(tag)
     if child is None or child.text is None or not child.text.strip():
         if required:
-            raise ValueError(f"{where}: <{tag}> is missing from <{node.tag}>.")
+            raise BadItem(where, f"<{tag}> is missing from <{node.tag}>", reasons.MALFORMED)
         return None
     return child.text.strip()
 
@@ -44,7 +53,8 @@ def _number(node, tag, where):
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"{where}: <{tag}> is {text!r}, not a number.") from None
+        raise BadItem(where, f"<{tag}> is {text!r}, not a number",
+                      reasons.MALFORMED) from None
 
 
 def parse_voc_xml(xml_path, image_dir, class_names=None, report=None):
@@ -57,13 +67,19 @@ def parse_voc_xml(xml_path, image_dir, class_names=None, report=None):
             then maps names to indices).
     Returns:
         ``(ImageAnnotation with classes still names (object array), report)``.
+    Raises:
+        ``resnet_tf.data.report.BadItem`` (a ValueError naming the file,
+        with the reason ``read_voc`` counts it under) for a file that can't
+        be used.
     """
     report = report or LoadReport()
     try:
-        tree = ET.parse(xml_path)
-    except (ET.ParseError, OSError) as e:
-        raise ValueError(f"{xml_path}: malformed VOC XML ({e}).") from e
-    ann = tree.getroot()
+        ann = parse_xml(xml_path)
+    except BadItem as e:
+        if e.reason == reasons.MALFORMED:
+            e.detail = e.detail.replace("malformed XML", "malformed VOC XML")
+            e.args = (f"{e.where}: {e.detail}",)
+        raise
     filename = _text(ann, "filename", xml_path)
     image_path = resolve_image(xml_path, image_dir, filename, "<filename>")
     size = ann.find("size")
@@ -71,19 +87,17 @@ def parse_voc_xml(xml_path, image_dir, class_names=None, report=None):
         width = int(_number(size, "width", xml_path))
         height = int(_number(size, "height", xml_path))
     else:
-        from PIL import Image
-
-        with Image.open(image_path) as im:
-            width, height = im.size
+        width, height = image_header_size(image_path, xml_path)
     names, raw, difficult = [], [], []
     for obj in ann.findall("object"):
         name = _text(obj, "name", xml_path)
         if class_names is not None and name not in class_names:
-            raise ValueError(f"{xml_path}: unknown class name {name!r}; known classes "
-                             f"are {list(class_names)}.")
+            raise BadItem(xml_path, f"unknown class name {name!r}; known classes are "
+                          f"{list(class_names)}", reasons.UNKNOWN_CLASS)
         box = obj.find("bndbox")
         if box is None:
-            raise ValueError(f"{xml_path}: an <object> ({name}) has no <bndbox>.")
+            raise BadItem(xml_path, f"an <object> ({name}) has no <bndbox>",
+                          reasons.MALFORMED)
         x0, y0, x1, y1 = (_number(box, t, xml_path) for t in ("xmin", "ymin", "xmax", "ymax"))
         # 1-based inclusive -> continuous; degenerate as written stays degenerate.
         raw.append([y0 - 1, x0 - 1, y1, x1] if (x1 > x0 and y1 > y0) else [y0, x0, y1, x1])
@@ -133,10 +147,19 @@ def read_voc(root, split=None, class_names=None):
         if not xml_files:
             raise ValueError(f"{ann_dir}: no .xml annotation files found.")
     report = LoadReport()
-    anns = [parse_voc_xml(p, image_dir, class_names, report)[0] for p in xml_files]
+    anns = []
+    for p in xml_files:
+        try:
+            anns.append(parse_voc_xml(p, image_dir, class_names, report)[0])
+        except BadItem as e:
+            report.skip_image(e)
+    if not anns:
+        raise ValueError(f"{ann_dir}: no usable annotation file ({report.summary()}); "
+                         "the warnings above name each file and why.")
     if class_names is None:
         class_names = sorted({n for a in anns for n in a.classes})
     index = {n: i for i, n in enumerate(class_names)}
     for a in anns:
         a.classes = np.array([index[n] for n in a.classes], np.int32)
     return anns, list(class_names), report
+

@@ -17,26 +17,28 @@ the image width). They become internal boxes (ymin, xmin, ymax + 1, xmax +
 Every image has one class (ILSVRC CLS-LOC; all 50,000 validation rows do).
 
 Nothing is dropped silently. Each of these is a warning naming the file and
-row, and is counted in the ``LocReport``: a malformed row (wrong number of
-columns or fields, a coordinate that is not a number), a wnid not in the
-synset list, boxes of a second class in one row, a duplicated ImageId, an
-image file that is missing or unreadable, a box outside the image
-(dropped) or reaching past it (clipped), a zero-area or inverted box. A
-missing or wrong file (no CSV header, no synset list) is a ValueError.
+row, and is counted in the ``LocReport`` (by reason, see
+``resnet_tf.data.report``): a malformed row or XML file (wrong number of
+columns or fields, a coordinate that is not a number), a row or XML file
+that is not UTF-8, a wnid not in the synset list, boxes of a second class
+in one row, a duplicated ImageId, an ImageId that is not a plain file name
+(it would leave the image folder), an image file that is missing or whose
+header can't be read (empty, not an image, too large), a box outside the
+image (dropped) or reaching past it (clipped), a zero-area or inverted box.
+A missing or wrong file (no CSV header, no synset list) is a ValueError.
 """
 
 import concurrent.futures
 import csv
 import dataclasses
-import logging
 import os
-import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from detection.data.annotations import ImageAnnotation, LoadReport, clean_boxes
-
-log = logging.getLogger("resnet_tf.data")
+from detection.data.annotations import (ImageAnnotation, LoadReport, clean_boxes,
+                                         image_header_size, parse_xml)
+from resnet_tf.data import report as reasons
+from resnet_tf.data.report import BadItem, format_reasons
 
 SYNSETS = "LOC_synset_mapping.txt"
 CSV_HEADER = ["ImageId", "PredictionString"]
@@ -54,10 +56,11 @@ class LocReport(LoadReport):
     images_per_class: dict = dataclasses.field(default_factory=dict)
     boxes_per_class: dict = dataclasses.field(default_factory=dict)
 
-    def skip(self, where, reason):
+    def skip(self, where, message, reason=reasons.MALFORMED):
+        """Skip an annotation row or file, counted under ``reason``."""
         self.skipped_rows += 1
-        self.skipped.append((where, reason))
-        log.warning("%s: skipped: %s", where, reason)
+        self.skipped.append((where, message))
+        self.skips.add(where, f"skipped: {message}", reason)
 
     def count(self, wnid, boxes):
         self.images_per_class[wnid] = self.images_per_class.get(wnid, 0) + 1
@@ -69,14 +72,16 @@ class LocReport(LoadReport):
                 f"(named in warnings), {self.clipped_boxes} boxes clipped to the image, "
                 f"{self.dropped_boxes} boxes dropped, {self.images_without_boxes} "
                 f"images left without boxes, {self.unannotated_images} image files "
-                "without annotations (not used)")
+                "without annotations (not used); skipped by reason: "
+                f"{format_reasons(self.by_reason)}")
 
     def to_dict(self):
         return {"rows": self.rows, "images": self.images, "boxes": self.boxes,
                 "skipped_rows": self.skipped_rows, "clipped_boxes": self.clipped_boxes,
                 "dropped_boxes": self.dropped_boxes,
                 "images_without_boxes": self.images_without_boxes,
-                "unannotated_images": self.unannotated_images}
+                "unannotated_images": self.unannotated_images,
+                "skipped_by_reason": self.by_reason}
 
 
 @dataclasses.dataclass
@@ -137,14 +142,15 @@ def _row_from_objects(objects, image_id, index, where, report):
     unknown = sorted({w for w, _ in objects if w not in index})
     if unknown:
         report.skip(where, f"wnid {unknown[0]} is not in the synset list; add it to "
-                    f"{SYNSETS} or remove the row")
+                    f"{SYNSETS} or remove the row", reasons.UNKNOWN_CLASS)
         return None
     wnid = objects[0][0]
     boxes = []
     for i, (w, coords) in enumerate(objects):
         if w != wnid:
             report.drop(where, i, f"a box of a second class {w} (the row's class is "
-                        f"{wnid}; ILSVRC localization has one class per image)")
+                        f"{wnid}; ILSVRC localization has one class per image)",
+                        reasons.SECOND_CLASS_BOX)
             continue
         boxes.append(_inclusive_to_internal(*coords))
     return LocRow(image_id, wnid, index[wnid], np.asarray(boxes, np.float32).reshape(-1, 4),
@@ -168,7 +174,8 @@ def read_loc_csv(csv_path, wnids, report=None):
     if not os.path.isfile(csv_path):
         raise ValueError(f"{csv_path}: annotation CSV not found.")
     rows, seen = [], set()
-    with open(csv_path, newline="") as f:
+    # Bytes that are not UTF-8 become lone surrogates, found row by row below.
+    with open(csv_path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip().lstrip("\ufeff") for h in header] != CSV_HEADER:
@@ -179,6 +186,10 @@ def read_loc_csv(csv_path, wnids, report=None):
             if not fields:
                 continue
             report.rows += 1
+            if not all(map(_is_utf8, fields)):
+                report.skip(where, "the row is not valid UTF-8; save the file as UTF-8",
+                            reasons.NOT_UTF8)
+                continue
             if len(fields) != 2 or not fields[0].strip():
                 report.skip(where, f"malformed row {fields!r}: expected 2 columns "
                             "ImageId,PredictionString")
@@ -190,7 +201,8 @@ def read_loc_csv(csv_path, wnids, report=None):
                 report.skip(where, f"malformed row for {image_id}: {e}")
                 continue
             if image_id in seen:
-                report.skip(where, f"ImageId {image_id} appears again (kept its first row)")
+                report.skip(where, f"ImageId {image_id} appears again (kept its first row)",
+                            reasons.DUPLICATE)
                 continue
             row = _row_from_objects(objects, image_id, index, where, report)
             if row is not None:
@@ -206,9 +218,9 @@ def read_loc_xml(xml_path, wnids, report=None):
     index = {w: i for i, w in enumerate(wnids)}
     report.rows += 1
     try:
-        root = ET.parse(xml_path).getroot()
-    except (ET.ParseError, OSError) as e:
-        report.skip(xml_path, f"malformed XML ({e})")
+        root = parse_xml(xml_path)
+    except BadItem as e:
+        report.skip(xml_path, e.detail, e.reason)
         return None, None
     image_id = (root.findtext("filename") or "").strip()
     if not image_id:
@@ -232,7 +244,7 @@ def read_loc_xml(xml_path, wnids, report=None):
             return None, None
         objects.append((name, coords))
     if not objects:
-        report.skip(xml_path, "no <object> with a box")
+        report.skip(xml_path, "no <object> with a box", reasons.NO_BOXES)
         return None, None
     row = _row_from_objects(objects, image_id, index, xml_path, report)
     if row is not None:
@@ -240,14 +252,28 @@ def read_loc_xml(xml_path, wnids, report=None):
     return row, size
 
 
-def _image_size(path):
-    from PIL import Image
-
+def _is_utf8(text):
     try:
-        with Image.open(path) as im:  # reads the header only
-            return im.size[1], im.size[0]
-    except Exception as e:  # noqa: BLE001 (PIL raises many kinds)
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # a lone surrogate from surrogateescape
+        return False
+
+
+def _image_size(path):
+    """(height, width) from the header, or the ``BadItem`` saying why not."""
+    try:
+        width, height = image_header_size(path, path)
+        return height, width
+    except BadItem as e:
         return e
+
+
+def plain_image_id(image_id):
+    """Whether ``image_id`` is a plain file name (no folder, no "..").
+    ILSVRC ImageIds are; anything else could read outside the dataset."""
+    return (image_id not in (".", "..") and "/" not in image_id and "\\" not in image_id
+            and os.sep not in image_id and "\0" not in image_id)
 
 
 def find_image(roots, image_id):
@@ -276,19 +302,25 @@ def attach_images(rows, image_roots, report, sizes=None, workers=8):
         images without a box left out (counted as ``images_without_boxes``).
     """
     sizes = sizes or {}
-    paths = [find_image(image_roots, r.image_id) for r in rows]
+    paths = [find_image(image_roots, r.image_id) if plain_image_id(r.image_id) else None
+             for r in rows]
     todo = [p for r, p in zip(rows, paths) if p and r.image_id not in sizes]
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         read = dict(zip(todo, pool.map(_image_size, todo)))
     anns = []
     for row, path in zip(rows, paths):
+        if not plain_image_id(row.image_id):
+            report.skip(row.where, f"ImageId {row.image_id!r} is not a plain file name; "
+                        "refusing a path that leaves the dataset's image folders",
+                        reasons.OUTSIDE_ROOT)
+            continue
         if path is None:
             report.skip(row.where, f"image {row.image_id} not found under "
-                        f"{', '.join(image_roots)}")
+                        f"{', '.join(image_roots)}", reasons.MISSING_IMAGE)
             continue
         size = sizes.get(row.image_id) or read[path]
-        if isinstance(size, Exception):
-            report.skip(row.where, f"{path}: unreadable image header ({size})")
+        if isinstance(size, BadItem):
+            report.skip(row.where, size.detail, size.reason)
             continue
         h, w = size
         boxes, _ = clean_boxes(row.where, row.boxes, h, w, report)
@@ -296,7 +328,8 @@ def attach_images(rows, image_roots, report, sizes=None, workers=8):
         report.boxes += len(boxes)
         if not len(boxes):
             report.images_without_boxes += 1
-            log.warning("%s: %s has no usable box left; not used.", row.where, row.image_id)
+            report.skips.add(row.where, f"{row.image_id} has no usable box left; not used.",
+                             reasons.NO_BOXES)
             continue
         anns.append(ImageAnnotation(path=path, height=h, width=w, boxes=boxes,
                                     classes=np.full(len(boxes), row.label, np.int32),

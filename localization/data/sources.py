@@ -135,7 +135,7 @@ class IlsvrcLocSource:
         import csv
 
         found = set()
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
             for fields in list(csv.reader(f))[1:]:
                 if len(fields) == 2:
                     found |= set(fields[1].split()[::5])

@@ -3,6 +3,7 @@ evaluation views and tf.data pipelines.
 
     sources.py        open_source("tfds:..." | "folder:..." | "synthetic")
     decode.py         decode_image, decode_and_filter, SkipCounter
+    report.py         SkipReport: what every loader skipped, counted by reason
     augment.py        scale, crop, flip, PCA colour, CIFAR pad-crop, mean
     views.py          centre crop, 10-crop, multi-scale
     preprocessing.py  Preprocessing: the whole recipe of views, saved with models

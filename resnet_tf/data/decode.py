@@ -29,21 +29,31 @@ Formats (all decoded to uint8 [H, W, 3], RGB):
   unsupported (TF cannot decode them). TF also insists that a BMP's size is
   exactly header + rows; trailing bytes are cut off before decoding.
 
-Limits: the checks catch files that are empty, of an unknown format or
-truncated (the end-of-file marker is missing). A file that passes them and
+Size: a file whose header claims more than ``MAX_PIXELS`` pixels (about
+179 million, 537 MB as RGB: where PIL refuses a "decompression bomb" and
+TF's JPEG decoder stops) is skipped as too large before any decoder
+allocates for it. The size is read from the PNG IHDR, the GIF logical
+screen, the BMP header, and the JPEG frame header (SOFn, found by walking
+the marker segments in-graph).
+
+Limits: the checks catch files that are empty, of an unknown format,
+truncated (the end-of-file marker is missing) or too large. A file that passes them and
 still fails inside a decoder (corrupt data in the middle of the file) is
 dropped by ``decode_and_filter``'s ``ignore_errors`` safety net, which TF
 logs (without the file's path) but which is not counted. The checks are
 strict where TF would be lenient: giflib decodes a GIF that lacks only its
 final trailer byte, but such a file is reported as truncated. WebP and
-other formats are reported as "not a JPEG/PNG/GIF/BMP image".
+other formats are reported as "not a JPEG/PNG/GIF/BMP image". An animated
+GIF is decoded whole before its first frame is kept (TF's decoder), so only
+its frame size, not its frame count, is checked.
 """
 
-import collections
 import logging
-import threading
 
 import tensorflow as tf
+
+from resnet_tf.data import report as reasons
+from resnet_tf.data.report import SkipReport
 
 logger = logging.getLogger("resnet_tf.data")
 
@@ -66,6 +76,11 @@ TRUNCATED_PNG = 4
 TRUNCATED_GIF = 5
 TRUNCATED_BMP = 6
 UNSUPPORTED_BMP = 7
+TOO_LARGE = 8
+
+# PIL's decompression-bomb limit (2 * Image.MAX_IMAGE_PIXELS), which is also
+# 2**29 bytes of RGB: the size at which TF's JPEG decoder gives up.
+MAX_PIXELS = 2 ** 29 // 3
 
 # JPEG and PNG writers sometimes append bytes after the end marker (camera
 # maker notes, padding to a block size), so the marker is searched for in a
@@ -85,6 +100,14 @@ REASONS = (
     "truncated BMP (shorter than its header's width, height and bit depth need)",
     "unsupported BMP (only uncompressed 8-, 24- and 32-bit BMPs up to 65535 "
     "pixels a side can be decoded)",
+    f"too large (its header claims more than {MAX_PIXELS} pixels; decoding it "
+    "would take gigabytes)",
+)
+# ``REASON_KEYS[code]``: the key a skip is counted under (``report``).
+REASON_KEYS = (
+    "ok", reasons.EMPTY, reasons.NOT_AN_IMAGE, reasons.TRUNCATED_JPEG,
+    reasons.TRUNCATED_PNG, reasons.TRUNCATED_GIF, reasons.TRUNCATED_BMP,
+    reasons.UNSUPPORTED_BMP, reasons.TOO_LARGE,
 )
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -132,6 +155,82 @@ def _le_uint(header, pos, size):
     for k in range(size):
         value += tf.cast(header[pos + k], tf.int64) * 256 ** k
     return value
+
+
+def _be_uint(header, pos, size):
+    """Big-endian unsigned integer of ``size`` bytes at ``pos``, int64."""
+    value = tf.constant(0, tf.int64)
+    for k in range(size):
+        value = value * 256 + tf.cast(header[pos + k], tf.int64)
+    return value
+
+
+_MAX_JPEG_SEGMENTS = 256  # marker segments before the frame header (APPn, DQT...)
+
+
+def _jpeg_size(contents):
+    """(height, width) int64 from the first SOFn frame header; 0 where it is
+    not found (left to the decoder). Walks the marker segments from SOI."""
+    length = tf.strings.length(contents)
+
+    def cond(pos, height, width, i):
+        return (i < _MAX_JPEG_SEGMENTS) & (height < 0) & (pos + 9 <= length)
+
+    def body(pos, height, width, i):
+        seg = _fixed_bytes(contents, pos, 9)  # FF marker Lh Ll | P Yh Yl Xh Xl
+        marker = tf.cast(seg[1], tf.int32)
+        is_marker = tf.equal(seg[0], 0xFF)
+        fill = is_marker & tf.equal(marker, 0xFF)  # fill bytes before a marker
+        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+        is_sof = (is_marker & (marker >= 0xC0) & (marker <= 0xCF) & (marker != 0xC4)
+                  & (marker != 0xC8) & (marker != 0xCC))
+        seg_len = tf.cast(_be_uint(seg, 2, 2), tf.int32)
+        # Not a marker, the scan data began (SOS), or a bad length: give up.
+        stop = ~fill & (~is_marker | tf.equal(marker, 0xDA) | tf.equal(marker, 0xD9)
+                        | (seg_len < 2))
+        height = tf.where(is_sof, _be_uint(seg, 5, 2),
+                          tf.where(stop, tf.constant(0, tf.int64), height))
+        width = tf.where(is_sof, _be_uint(seg, 7, 2), width)
+        pos = tf.where(fill, pos + 1, pos + 2 + seg_len)
+        return pos, height, width, i + 1
+
+    unknown = tf.constant(-1, tf.int64)
+    _, height, width, _ = tf.while_loop(
+        cond, body, (tf.constant(2), unknown, unknown, tf.constant(0)))
+    return tf.maximum(height, 0), tf.maximum(width, 0)
+
+
+def header_size(contents, fmt):
+    """int64 [2] (height, width) that the header of encoded image bytes
+    claims, read without decoding; zeros where unknown (an unknown format,
+    a JPEG whose frame header isn't found before the scan data).
+
+    Args:
+        contents: tf.string scalar.
+        fmt: int32 scalar, from ``check_image_bytes``.
+    """
+    def png():
+        header = _fixed_bytes(contents, 0, 24)  # signature, IHDR length and type
+        return tf.stack([_be_uint(header, 20, 4), _be_uint(header, 16, 4)])
+
+    def gif():
+        header = _fixed_bytes(contents, 0, 10)  # logical screen size
+        return tf.stack([_le_uint(header, 8, 2), _le_uint(header, 6, 2)])
+
+    def bmp():
+        fields = _bmp_fields(_fixed_bytes(contents, 0, _HEADER_BYTES))
+        return tf.stack([fields["abs_height"], fields["width"]])
+
+    def jpeg():
+        return tf.stack(_jpeg_size(contents))
+
+    return tf.switch_case(tf.where(fmt == UNKNOWN_FORMAT, 4, fmt), [
+        jpeg, png, gif, bmp, lambda: tf.zeros([2], tf.int64)])
+
+
+def _header_pixels(contents, fmt):
+    size = header_size(contents, fmt)
+    return size[0] * size[1]
 
 
 def _bmp_fields(header):
@@ -217,6 +316,13 @@ def check_image_bytes(contents):
             lambda: tf.constant(NOT_AN_IMAGE),
         ],
     )
+    # Only complete files are measured, so a header read never runs past
+    # the bytes there are.
+    too_large = tf.cond(
+        tf.equal(reason, OK),
+        lambda: _header_pixels(contents, fmt) > MAX_PIXELS,
+        lambda: tf.constant(False))
+    reason = tf.where(too_large, TOO_LARGE, reason)
     reason = tf.where(length == 0, EMPTY, reason)
     return fmt, tf.cast(reason, tf.int32)
 
@@ -276,7 +382,7 @@ def decode_image(contents, path, counter=None):
         ok = tf.constant(False)
         if counter is not None:
             message = tf.gather(tf.constant(REASONS), reason)
-            ok = tf.py_function(_report_to(counter), [path, message], tf.bool)
+            ok = tf.py_function(_report_to(counter), [path, message, reason], tf.bool)
             ok = tf.ensure_shape(ok, [])
         return tf.zeros([1, 1, 3], tf.uint8), ok
 
@@ -286,56 +392,32 @@ def decode_image(contents, path, counter=None):
 
 
 def _report_to(counter):
-    def report(path, message):
+    def report(path, message, reason):
         counter.add(path.numpy().decode("utf-8", "replace"),
-                    message.numpy().decode("utf-8"))
+                    message.numpy().decode("utf-8"), REASON_KEYS[int(reason)])
         return False  # the decode result's "ok", so the report can't be pruned
     return report
 
 
-class SkipCounter:
+class SkipCounter(SkipReport):
     """Counts and names files skipped by ``decode_and_filter``; thread-safe.
 
     tf.data calls ``add`` from its own threads. Each skip logs a warning on
-    the ``resnet_tf.data`` logger naming the file and the reason.
-
-    Attributes:
-        count: files skipped since creation or the last ``reset()``.
-        paths: the most recent ``max_paths`` skipped paths, oldest first
-            (a copy; kept across ``reset()``).
+    the ``resnet_tf.data`` logger naming the file and the reason, and is
+    counted under its reason key (``REASON_KEYS``; see ``SkipReport`` for
+    ``count``, ``paths``, ``reset()``, ``by_reason`` and ``total``).
     """
 
-    def __init__(self, max_paths=100):
-        self._lock = threading.Lock()
-        self._count = 0
-        self._paths = collections.deque(maxlen=max_paths)
+    def add(self, path, message, reason=reasons.UNREADABLE_IMAGE, key=None):
+        """Record one skipped file and log why. ``path``, ``message``: str."""
+        super().add(path, message, reason, key)
 
-    @property
-    def count(self):
-        with self._lock:
-            return self._count
-
-    @property
-    def paths(self):
-        with self._lock:
-            return list(self._paths)
-
-    def add(self, path, reason):
-        """Record one skipped file and log why. ``path``, ``reason``: str."""
-        with self._lock:
-            self._count += 1
-            self._paths.append(path)
+    def _warn(self, where, message):
         logger.warning("Skipping %s: %s. Delete or re-encode the file (e.g. save it "
-                       "again as JPEG or PNG) to stop this warning.", path, reason)
-
-    def reset(self):
-        """Return the count and set it to zero (e.g. once per epoch)."""
-        with self._lock:
-            count, self._count = self._count, 0
-            return count
+                       "again as JPEG or PNG) to stop this warning.", where, message)
 
     def __repr__(self):
-        return f"SkipCounter(count={self.count})"
+        return f"SkipCounter(count={self.count}, by_reason={self.by_reason})"
 
 
 def filter_valid(dataset, counter, deterministic=None):
@@ -355,8 +437,8 @@ def filter_valid(dataset, counter, deterministic=None):
         if counter is not None:
             def report():
                 message = tf.gather(tf.constant(REASONS), reason)
-                flag = tf.py_function(_report_to(counter), [element["path"], message],
-                                      tf.bool)
+                flag = tf.py_function(_report_to(counter),
+                                      [element["path"], message, reason], tf.bool)
                 return tf.ensure_shape(flag, [])
             ok = tf.cond(ok, lambda: tf.constant(True), report)
         return element, ok

@@ -186,6 +186,9 @@ class FolderSource(Source):
 
 
 def _file_dataset(paths, labels, shuffle_seed=None):
+    # File names as the file system's bytes: a name that is not UTF-8 (from
+    # another system's encoding) is a fine file, not a reason to fail.
+    paths = tf.constant([os.fsencode(p) for p in paths], tf.string, shape=[len(paths)])
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
     if shuffle_seed is not None:
         # Shuffling file names is cheap: the whole list, every epoch.

@@ -1,0 +1,72 @@
+"""Switches for resnet-tf's backend fast paths, and precision advice.
+
+``fast_paths(False)`` makes the model's layers take the plain Keras code
+(e.g. ``keras.layers.BatchNormalization`` instead of the fused TF kernel), so
+that tests and ``benchmarks/train_throughput.py --numerics`` can check that
+the fast paths train to the same losses. Layers read the switch when they
+are called, i.e. when a step function is traced: build, compile and train
+inside the context.
+"""
+
+import contextlib
+
+_FAST_PATHS = True
+
+
+def fast_paths_enabled():
+    """Whether layers may take backend-specific fast paths (default True)."""
+    return _FAST_PATHS
+
+
+@contextlib.contextmanager
+def fast_paths(enabled):
+    """Enable or disable the backend fast paths inside a ``with`` block."""
+    global _FAST_PATHS
+    old, _FAST_PATHS = _FAST_PATHS, bool(enabled)
+    try:
+        yield
+    finally:
+        _FAST_PATHS = old
+
+
+def slow_bfloat16_reason(policy, cpu_flags=None, has_gpu=None):
+    """Why ``policy`` will train slower than float32 here, or None.
+
+    ``mixed_bfloat16`` on a CPU without AMX: oneDNN then runs bfloat16
+    convolutions with AVX-512 BF16 instructions, measured 1.4-2.2x slower
+    than its float32 ones on the benchmark machine (benchmarks/RESULTS.md).
+
+    Args:
+        policy: a Keras dtype policy name.
+        cpu_flags: the CPU's flags (default: read from /proc/cpuinfo; None
+            where that cannot be read, and then no reason is given).
+        has_gpu: whether TensorFlow sees a GPU (default: ask TensorFlow).
+    """
+    if policy != "mixed_bfloat16":
+        return None
+    if has_gpu is None:
+        import tensorflow as tf
+
+        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    if has_gpu:
+        return None
+    if cpu_flags is None:
+        cpu_flags = _cpu_flags()
+        if cpu_flags is None:
+            return None
+    if "amx_bf16" in cpu_flags:
+        return None
+    return ("mixed_bfloat16 on a CPU without AMX (no amx_bf16 in "
+            "/proc/cpuinfo): bfloat16 convolutions run slower than float32 "
+            "ones here, so training is slower; use --precision float32.")
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
