@@ -78,3 +78,51 @@ class ResNet(nn.Module):
     def forward(self, x):
         x = self.stages(self.stem(x))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class CifarBasic(nn.Module):
+    """A CIFAR basic block with the paper's option A shortcut (stride-2
+    subsampling and zero channels where the shape changes)."""
+
+    def __init__(self, cin, width, stride):
+        super().__init__()
+        self.a = _conv_bn(cin, width, 3, stride)
+        self.b = _conv_bn(width, width, 3, 1)
+        self.stride, self.pad = stride, width - cin
+
+    def forward(self, x):
+        y = self.b(torch.relu(self.a(x)))
+        short = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+        if self.pad:
+            short = nn.functional.pad(short, (0, 0, 0, 0, 0, self.pad))
+        return torch.relu(y + short)
+
+
+class CifarResNet(nn.Module):
+    """The paper's CIFAR-10 ResNet-(6n+2) (Sec. 4.2): 16/32/64 filters."""
+
+    def __init__(self, depth=20, classes=10):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"A CIFAR ResNet has depth 6n+2, not {depth}.")
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(_conv_bn(3, 16, 3, 1), nn.ReLU())
+        layers, cin = [], 16
+        for i, width in enumerate((16, 32, 64)):
+            for b in range(n):
+                layers.append(CifarBasic(cin, width, 2 if (b == 0 and i > 0) else 1))
+                cin = width
+        self.stages = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = self.stages(self.stem(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def build(depth, classes):
+    """ResNet-``depth``: an ImageNet one for Table 1 depths, else CIFAR."""
+    return ResNet(depth, classes) if depth in STAGES else CifarResNet(depth, classes)

@@ -7,6 +7,9 @@ whole and split into the backbone trunk (conv1..conv4), RPN + proposals
 every RoI, per-class NMS). Each part is its own ``tf.function`` timed on the
 previous part's outputs, so the shares add up to about the whole.
 Training: ``train_on_batch`` at batch 2 (the RPN and head losses, SGD).
+``--train-only`` times training steps alone, of the default model and of the
+same model with the fast paths off (``resnet_tf.precision.fast_paths(False)``:
+plain Keras layers, the unoptimised model), in each precision.
 
 The peer, in the same run and at the same input: ``keras.applications.
 ResNet50`` forward (classification, ``include_top=False``) on the same
@@ -16,6 +19,7 @@ says how many such passes one detection costs. detectron2's R50-C4 takes
 
     .venv/bin/python benchmarks/detector_speed.py
     .venv/bin/python benchmarks/detector_speed.py --depths 18 --policies float32 --iters 3
+    .venv/bin/python benchmarks/detector_speed.py --train-only --depths 50 --repeats 3
 """
 
 import argparse
@@ -40,6 +44,15 @@ def _time(fn, iters, warmup=1):
 
 
 def child(args):
+    if args.peer == "plain_train":
+        from resnet_tf import precision
+
+        with precision.fast_paths(False):
+            return _child(argparse.Namespace(**{**vars(args), "peer": "ours_train"}))
+    return _child(args)
+
+
+def _child(args):
     import numpy as np
     import keras
     import tensorflow as tf
@@ -115,6 +128,8 @@ def main(argv=None):
     p.add_argument("--policies", default="float32,mixed_bfloat16")
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--train-only", action="store_true",
+                   help="time training steps only, fast paths on and off")
     args = p.parse_args(argv)
     if args.child:
         return child(args)
@@ -122,6 +137,8 @@ def main(argv=None):
     depths = [int(d) for d in args.depths.split(",")]
     policies = args.policies.split(",")
     print(f"machine: {_harness.machine_summary()}")
+    if args.train_only:
+        return train_only(args, depths, policies)
     print(f"Faster R-CNN C4, one {H}x{W} image (padded {PAD_H}x{PAD_W}), 300 proposals; "
           f"{args.iters} timed iterations after 1 warm-up, {args.repeats} repetition(s), "
           "median reported")
@@ -153,6 +170,30 @@ def main(argv=None):
                   + f" | {med / ref:.2f}x | {train:.2f} |")
         print(f"| keras.applications ResNet50 (include_top=False) | {policy} | "
               f"{ref:.3f} | | | | 1.00x | |")
+
+
+def train_only(args, depths, policies):
+    print(f"Faster R-CNN C4 training, batch 2 of {H}x{W} images (padded {PAD_H}x{PAD_W}); "
+          f"{args.iters} timed steps after 1 warm-up, {args.repeats} repetition(s), "
+          "median reported")
+    peers = [f"{kind}{d}" for d in depths for kind in ("train", "plain")]
+
+    def make_args(peer, policy):
+        kind = "ours_train" if peer.startswith("train") else "plain_train"
+        return ["--peer", kind, "--policy", policy, "--depth", peer[5:],
+                "--iters", str(args.iters)]
+
+    results = _harness.alternate(__file__, peers, policies, args.repeats, make_args)
+    print()
+    print("| model | policy | default model s/step | fast paths off s/step | "
+          "speed-up |")
+    print("|---|---|---|---|---|")
+    for policy in policies:
+        for d in depths:
+            ours = _harness.median(results, (policy, f"train{d}"))
+            plain = _harness.median(results, (policy, f"plain{d}"))
+            print(f"| ResNet-{d}-C4 | {policy} | {ours:.2f} | {plain:.2f} | "
+                  f"{plain / ours:.2f}x |")
 
 
 if __name__ == "__main__":

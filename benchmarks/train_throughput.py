@@ -14,8 +14,8 @@ the ratio ours / the fastest peer.
 
 Peers (the same network and batch everywhere):
 - ``ours``: ``resnet_tf.build("resnet50")``, the default model users get
-  (paper settings: no conv bias, weight decay 1e-4, fused BN on TF), with
-  ``resnet_tf.precision.configure`` as ``resnet-tf train`` calls it;
+  (paper settings: no conv bias, weight decay 1e-4, fused BN on TF), under
+  the Keras dtype policy as ``resnet-tf train --precision`` sets it;
 - ``tf_keras``: ``tf_keras.applications.ResNet50`` (Keras 2, package
   tf-keras, see requirements-bench.txt), policy via
   ``tf_keras.mixed_precision``;
@@ -100,9 +100,7 @@ def _keras3_model(args):
     shape = (args.size, args.size, 3)
     if args.peer == "ours":
         import resnet_tf
-        from resnet_tf import precision
 
-        precision.configure()
         return resnet_tf.build(args.arch, input_shape=shape)
     return getattr(keras.applications, KERAS_APPS[args.arch])(
         weights=None, input_shape=shape)
@@ -113,9 +111,43 @@ def _tf_keras_model(args):
 
     tf_keras.mixed_precision.set_global_policy(args.policy)
     tf_keras.utils.set_random_seed(0)
-    model = getattr(tf_keras.applications, KERAS_APPS[args.arch])(
-        weights=None, input_shape=(args.size, args.size, 3))
+    if args.arch in KERAS_APPS:
+        model = getattr(tf_keras.applications, KERAS_APPS[args.arch])(
+            weights=None, input_shape=(args.size, args.size, 3))
+    else:
+        model = _tf_keras_cifar(int(args.arch.removeprefix("resnet")), args.size)
     return model, tf_keras.optimizers.SGD(0.1, momentum=0.9)
+
+
+def _tf_keras_cifar(depth, size, classes=10):
+    """The paper's CIFAR ResNet-(6n+2) in tf_keras layers (keras.applications
+    has none): 16/32/64 filters, option A shortcuts, as ours builds it."""
+    import tensorflow as tf
+    import tf_keras
+    from tf_keras import layers
+
+    def conv_bn(x, width, stride):
+        x = layers.Conv2D(width, 3, stride, padding="same", use_bias=False,
+                          kernel_initializer="he_normal")(x)
+        return layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
+
+    def option_a(pad, stride):
+        return layers.Lambda(lambda t: tf.pad(
+            t[:, ::stride, ::stride, :], [[0, 0], [0, 0], [0, 0], [0, pad]]))
+
+    inputs = tf_keras.Input((size, size, 3))
+    x = layers.ReLU()(conv_bn(inputs, 16, 1))
+    cin = 16
+    for i, width in enumerate((16, 32, 64)):
+        for b in range((depth - 2) // 6):
+            stride = 2 if (b == 0 and i > 0) else 1
+            y = conv_bn(layers.ReLU()(conv_bn(x, width, stride)), width, 1)
+            short = option_a(width - cin, stride)(x) if width != cin else x
+            x = layers.ReLU()(layers.Add()([y, short]))
+            cin = width
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(classes, activation="softmax", dtype="float32")(x)
+    return tf_keras.Model(inputs, outputs)
 
 
 def child(args):
@@ -142,11 +174,11 @@ def child(args):
 def _torch_child(args, x, y, classes):
     import torch
 
-    from _torch_resnet import ResNet
+    from _torch_resnet import build
 
     torch.manual_seed(0)
     depth = int(args.arch.removeprefix("resnet"))
-    model = ResNet(depth, classes).to(memory_format=torch.channels_last)
+    model = build(depth, classes).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(
         memory_format=torch.channels_last)
@@ -246,8 +278,8 @@ def main(argv=None):
         return numerics(args)
 
     peers = args.peers.split(",")
-    if args.arch not in KERAS_APPS:  # CIFAR nets: only ours and torch-free
-        peers = [peer for peer in peers if peer == "ours"]
+    if args.arch not in KERAS_APPS:  # keras.applications has no CIFAR nets
+        peers = [peer for peer in peers if peer != "keras_applications"]
     policies = args.policies.split(",")
     print(f"machine: {_harness.machine_summary()}")
     print(f"{args.arch} training, batch {args.batch}, {args.size}x{args.size}, "
