@@ -32,29 +32,36 @@ class PerClassRPNHead(keras.layers.Layer):
         conv_channels: width of the 3x3 conv before the siblings; 0 puts the
             siblings straight on the features.
         weight_decay: L2 on the kernels (the paper's 1e-4, as 0.5 * wd * w^2).
+        seed: int seeding the kernels' N(0, 0.01^2) initialisers (the three
+            convolutions use seed, seed + 1, seed + 2); None: unseeded.
     """
 
     def __init__(self, num_classes, num_anchors, conv_channels=512, weight_decay=1e-4,
-                 **kwargs):
+                 seed=None, **kwargs):
         super().__init__(**kwargs)
         if num_classes < 1 or num_anchors < 1:
             raise ValueError(f"PerClassRPNHead needs num_classes >= 1 and num_anchors "
                              f">= 1, got {num_classes} and {num_anchors}.")
         self.num_classes, self.num_anchors = int(num_classes), int(num_anchors)
         self.conv_channels, self.weight_decay = int(conv_channels), float(weight_decay)
+        self.seed = None if seed is None else int(seed)
         reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
-        init = keras.initializers.RandomNormal(stddev=0.01)
+
+        def init(offset):
+            return keras.initializers.RandomNormal(
+                stddev=0.01, seed=None if self.seed is None else self.seed + offset)
+
         self.conv = None
         if self.conv_channels:
             self.conv = keras.layers.Conv2D(self.conv_channels, 3, padding="same",
-                                            activation="relu", kernel_initializer=init,
+                                            activation="relu", kernel_initializer=init(0),
                                             kernel_regularizer=reg, dtype=self.dtype_policy,
                                             name="loc_conv")
         self.cls = keras.layers.Conv2D(self.num_anchors * self.num_classes, 1,
-                                       kernel_initializer=init, kernel_regularizer=reg,
+                                       kernel_initializer=init(1), kernel_regularizer=reg,
                                        dtype=self.dtype_policy, name="loc_cls")
         self.reg = keras.layers.Conv2D(self.num_anchors * self.num_classes * 4, 1,
-                                       kernel_initializer=init, kernel_regularizer=reg,
+                                       kernel_initializer=init(2), kernel_regularizer=reg,
                                        dtype=self.dtype_policy, name="loc_reg")
 
     def build(self, input_shape):
@@ -116,5 +123,6 @@ class PerClassRPNHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, num_anchors=self.num_anchors,
-                      conv_channels=self.conv_channels, weight_decay=self.weight_decay)
+                      conv_channels=self.conv_channels, weight_decay=self.weight_decay,
+                      seed=self.seed)
         return config

@@ -147,7 +147,8 @@ class Localizer(keras.Model):
                                                 self.anchor_ratios, self.anchor_offset)
         self.head = PerClassRPNHead(num_classes, self.anchor_generator.num_anchors,
                                     conv_channels=self.head_channels,
-                                    weight_decay=weight_decay, name="per_class_rpn")
+                                    weight_decay=weight_decay, seed=self.seed,
+                                    name="per_class_rpn")
         self.matcher = Matcher(self.positive_iou, self.negative_iou,
                                allow_low_quality_matches=True)
         self.coder = BoxCoder(RPN_WEIGHTS)

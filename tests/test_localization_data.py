@@ -129,6 +129,29 @@ def test_structural_errors_are_value_errors(tmp_path):
         ilsvrc.read_synsets(str(tmp_path / "missing.txt"))
 
 
+def test_val_fraction_holds_out_the_same_images_whatever_the_row_order(tmp_path):
+    rows = ["im0,n01440764 1 1 50 40", "im1,n01443537 2 2 60 50", "im2,n01440764 3 3 70 60"]
+    spec = _write_set(tmp_path, rows)
+    source = open_localization_source(spec, val_fraction=0.34)
+    train, held = source.split("train"), source.split("eval")
+    assert len(train.annotations) == 2 and len(held.annotations) == 1
+    assert held.name == "held-out 34% of train: 1 of 3 images"
+    assert train.name == "train less the held-out 34%: 2 of 3 images"
+    assert not {a.path for a in train.annotations} & {a.path for a in held.annotations}
+    (tmp_path / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\n" + "\n".join(reversed(rows)) + "\n")
+    again = open_localization_source(spec, val_fraction=0.34, seed=7).split("eval")
+    assert [a.path for a in again.annotations] == [a.path for a in held.annotations]
+    # Without val_fraction both splits read the one CSV: all three images.
+    assert len(open_localization_source(spec).split("train").annotations) == 3
+    with pytest.raises(ValueError, match="both parts need at least one image"):
+        open_localization_source(spec, val_fraction=0.1).split("eval")
+    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\)"):
+        open_localization_source(spec, val_fraction=1.5)
+    with pytest.raises(ValueError, match="synthetic set has its own evaluation split"):
+        open_localization_source("synthetic", val_fraction=0.2)
+
+
 def test_ilsvrc_xml_annotations(tmp_path, caplog):
     xml_dir = tmp_path / "Annotations" / "CLS-LOC" / "val"
     img_dir = tmp_path / "Data" / "CLS-LOC" / "val"

@@ -51,6 +51,22 @@ def test_gathered_head_equals_the_dense_1x1_convolutions():
     assert (boxes[..., [1, 3]] <= 32).all()
 
 
+def test_the_head_initialisation_follows_the_seed():
+    """A localizer's seed fixes its new head (the trunk comes from the
+    classifier), so two runs with one seed start identically."""
+    heads = [_small_localizer(seed=s)[0].head for s in (3, 3, 4)]
+    same = [np.asarray(w) for w in heads[0].weights]
+    for a, b in zip(same, [np.asarray(w) for w in heads[1].weights]):
+        np.testing.assert_array_equal(a, b)
+    kernels = [np.asarray(h.cls.kernel) for h in heads]
+    assert not np.array_equal(kernels[0], kernels[2])
+    assert 0.005 < kernels[0].std() < 0.02  # N(0, 0.01^2)
+    # The three convolutions draw different numbers; the seed survives a config.
+    assert not np.allclose(np.asarray(heads[0].conv.kernel).ravel()[:16],
+                           kernels[0].ravel()[:16])
+    assert heads[0].get_config()["seed"] == 3
+
+
 def test_only_the_ground_truth_class_gets_gradients():
     loc, _ = _small_localizer()
     x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")

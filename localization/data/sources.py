@@ -13,11 +13,19 @@
 
 Training uses only images with boxes: the split's report says how many rows
 and images were used and skipped (and why, in warnings).
+
+``val_fraction`` holds out that fraction of one split's images for
+evaluation (``split("eval")``), the rest for training: for a folder whose
+one CSV serves every split, such as a 100-image subset of the validation
+set. The held-out images are those with the lowest CRC-32 of their ImageId:
+a fixed choice, the same in training and evaluation whatever the seed or the
+row order.
 """
 
 import dataclasses
 import glob
 import os
+import zlib
 from typing import Optional
 
 import numpy as np
@@ -43,9 +51,14 @@ class IlsvrcLocSource:
         root: the dataset folder (see the module docstring).
         split: "train", "val" or None (train: "train", eval: "val").
         class_names: wnids in class order when there is no synset list.
+        val_fraction: hold out this fraction of the images of one split
+            (``split``, or "train") for evaluation (see the module docstring).
     """
 
-    def __init__(self, root, split=None, class_names=None):
+    def __init__(self, root, split=None, class_names=None, val_fraction=None):
+        if val_fraction is not None and not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+        self.val_fraction = val_fraction
         if not os.path.isdir(root):
             raise ValueError(f"{root}: not a folder; ilsvrc-loc:PATH needs the folder "
                              "with LOC_synset_mapping.txt and the LOC_*_solution.csv "
@@ -91,7 +104,11 @@ class IlsvrcLocSource:
                 self.root]
 
     def split(self, which):
-        name = self.requested or ("train" if which == "train" else "val")
+        if self.val_fraction:
+            return self._held_out(which)
+        return self._read(self.requested or ("train" if which == "train" else "val"))
+
+    def _read(self, name):
         if name in self._cache:
             return self._cache[name]
         report = ilsvrc.LocReport()
@@ -129,6 +146,30 @@ class IlsvrcLocSource:
         split = LocSplit(name, anns, None, report)
         self._cache[name] = split
         return split
+
+    def _held_out(self, which):
+        """The train or eval part of one split under ``val_fraction``."""
+        base = self.requested or "train"
+        key = (base, which == "train")
+        if key in self._cache:
+            return self._cache[key]
+        whole, fraction = self._read(base), self.val_fraction
+        n = len(whole.annotations)
+        n_out = int(round(n * fraction))
+        if not 0 < n_out < n:
+            raise ValueError(f"{self.root}: val_fraction {fraction} of {n} images holds "
+                             f"out {n_out}; both parts need at least one image.")
+        ids = [os.path.splitext(os.path.basename(a.path))[0] for a in whole.annotations]
+        order = sorted(range(n), key=lambda i: (zlib.crc32(ids[i].encode()), ids[i]))
+        held = set(order[:n_out])
+        for train in (True, False):
+            anns = [a for i, a in enumerate(whole.annotations) if (i in held) != train]
+            name = (f"{base} less the held-out {fraction:.0%}" if train
+                    else f"held-out {fraction:.0%} of {base}")
+            # The report covers the whole file read, both parts.
+            self._cache[(base, train)] = LocSplit(f"{name}: {len(anns)} of {n} images",
+                                                  anns, None, whole.report)
+        return self._cache[key]
 
     @staticmethod
     def _wnids_of_csv(path):
@@ -180,8 +221,9 @@ class SyntheticLocSource:
 
 
 def open_localization_source(spec, seed=0, class_names=None, synthetic_train=600,
-                             synthetic_eval=200, synthetic_size=32):
-    """Open ``ilsvrc-loc:PATH[:SPLIT]`` or ``synthetic``."""
+                             synthetic_eval=200, synthetic_size=32, val_fraction=None):
+    """Open ``ilsvrc-loc:PATH[:SPLIT]`` or ``synthetic``; ``val_fraction``
+    (ILSVRC only) holds out images for evaluation (module docstring)."""
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"data spec must be a non-empty string, got {spec!r}.")
     kind, _, rest = spec.partition(":")
@@ -190,8 +232,11 @@ def open_localization_source(spec, seed=0, class_names=None, synthetic_train=600
         head, _, tail = rest.rpartition(":")
         if head and tail in SPLIT_NAMES:
             root, split = head, tail
-        return IlsvrcLocSource(root, split, class_names)
+        return IlsvrcLocSource(root, split, class_names, val_fraction)
     if kind == "synthetic":
+        if val_fraction is not None:
+            raise ValueError("val_fraction holds out ILSVRC images; the synthetic set "
+                             "has its own evaluation split (synthetic_eval).")
         return SyntheticLocSource(synthetic_train, synthetic_eval, synthetic_size, seed)
     raise ValueError(f"Unknown localization data spec {spec!r}; use ilsvrc-loc:PATH[:SPLIT] "
                      "or synthetic.")
