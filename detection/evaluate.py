@@ -9,6 +9,7 @@ from detection.metrics.coco_map import evaluate_coco
 from detection.metrics.voc_map import evaluate_voc
 from detection.train import load_detector
 from resnet_tf.data.decode import SkipCounter, read_image_file
+from resnet_tf.evaluate import inference_function
 
 
 def detect_split(model, prep, split, batch_size=2, counter=None):
@@ -21,8 +22,9 @@ def detect_split(model, prep, split, batch_size=2, counter=None):
                                 batch_size=batch_size, counter=counter, images=split.images,
                                 image_bytes=split.image_bytes and split.image_bytes())
     out = []
+    run = inference_function(model)
     for x, _ in ds:
-        det = model(x, training=False)
+        det = run(x)
         n = det["num_detections"].numpy()
         for b in range(len(n)):
             out.append({"boxes": det["boxes"].numpy()[b, :n[b]],
@@ -69,13 +71,14 @@ def predict_detector(directory, paths, score_threshold=None):
     model, prep, meta = load_detector(directory)
     names = meta["class_names"]
     rows = []
+    run = inference_function(model)
     for path in paths:
         image, error = read_image_file(path)
         if error:
             rows.append({"path": path, "error": error})
             continue
         x, _ = prepare_example(image, tf.fill([1, 4], -1.0), tf.constant([-1]), prep)
-        det = model({k: v[None] for k, v in x.items()}, training=False)
+        det = run({k: v[None] for k, v in x.items()})
         n = int(det["num_detections"][0])
         h, w = image.shape[0], image.shape[1]
         sy, sx = float(x["image_sizes"][0]) / h, float(x["image_sizes"][1]) / w

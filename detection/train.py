@@ -22,7 +22,7 @@ from resnet_tf import model_dir
 from resnet_tf.callbacks import StepSchedule, epochs_for
 from resnet_tf.data.decode import SkipCounter
 from resnet_tf.data.report import skip_summary
-from resnet_tf.train import (backup_every_default, dtype_policy, fine_tune_callbacks,
+from resnet_tf.train import (backup_policy, dtype_policy, fine_tune_callbacks,
                              fit_resumable, make_strategy, shard_options,
                              worker_directory)
 
@@ -54,8 +54,9 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
             that a run, and a run killed and resumed, give the same weights.
         auto_shard: how multi-worker runs split the data
             (``resnet_tf.train.shard_options``).
-        backup_every: back up every this many steps (default: four times an
-            epoch); a killed run resumes from the last backup, at that step
+        backup_every: back up every this many steps (default: every five
+            minutes, ``resnet_tf.train.backup_policy``); a killed run
+            resumes from the last backup, at that step
             of the same data stream.
     Returns:
         dict of results (history, epochs, seconds).
@@ -113,8 +114,7 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
     schedule = StepSchedule(learning_rate, [round(decay_fraction * iterations)],
                             linear_warmup=min(warmup_iterations, iterations // 2))
     callbacks = fine_tune_callbacks(run_dir, schedule, extra=extra_callbacks,
-                                    backup_every=backup_every
-                                    or backup_every_default(steps))
+                                    backup=backup_policy(backup_every, steps, strat))
     print(f"Training Faster R-CNN ResNet-{depth}-C4 on {data} "
           f"[{len(train.annotations)} images, {len(source.class_names)} classes], "
           f"{'from ' + init_from if init_from else 'from scratch'}: {iterations} "

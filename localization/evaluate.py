@@ -16,13 +16,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-import keras
-
 from localization.data.pipeline import test_examples, test_views
 from localization.data.sources import open_localization_source
 from localization.metrics import localization_errors, oracle_error
 from localization.train import load_localizer
 from resnet_tf.data.decode import SkipCounter, read_image_file
+from resnet_tf.evaluate import inference_function
 from resnet_tf.train import label_map_for
 
 
@@ -47,10 +46,9 @@ class Tester:
                                                        else (prep.crop_size,))))
         self.flip = bool(flip)
         self.top_k = min(int(top_k), model.num_classes)
-        run = (lambda f: tf.function(f, reduce_retracing=True)) \
-            if keras.backend.backend() == "tensorflow" else (lambda f: f)
-        self._forward = run(lambda x: (model.classify(x), model.features(x)))
-        self._localize = run(lambda f, c, hw: model.localize(f, c, hw))
+        self._forward = inference_function(lambda x: (model.classify(x),
+                                                       model.features(x)))
+        self._localize = inference_function(lambda f, c, hw: model.localize(f, c, hw))
 
     def __call__(self, image, extra_classes=()):
         """Localize one uint8 [H, W, 3] image.

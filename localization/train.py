@@ -22,7 +22,7 @@ from resnet_tf import model_dir
 from resnet_tf.callbacks import SkippedImagesReport, StepSchedule, epochs_for
 from resnet_tf.data.decode import SkipCounter
 from resnet_tf.data.preprocessing import Preprocessing
-from resnet_tf.train import (backup_every_default, dtype_policy, fine_tune_callbacks,
+from resnet_tf.train import (backup_policy, dtype_policy, fine_tune_callbacks,
                              fit_resumable, label_map_for, make_strategy, shard_options,
                              worker_directory)
 
@@ -51,8 +51,9 @@ def train_localizer(data, out_dir, *, init_from, epochs=None, iterations=None,
             "multiworker").
         auto_shard: how multi-worker runs split the data
             (``resnet_tf.train.shard_options``).
-        backup_every: back up every this many steps (default: four times an
-            epoch); a killed run resumes from the last backup.
+        backup_every: back up every this many steps (default: every five
+            minutes, ``resnet_tf.train.backup_policy``); a killed run
+            resumes from the last backup.
         learning_rate: SGD with ``momentum``, divided by 10 after
             ``decay_fraction`` of the run.
         anchors_per_image: anchors sampled per image (the paper: 8, 1:1).
@@ -112,8 +113,7 @@ def train_localizer(data, out_dir, *, init_from, epochs=None, iterations=None,
                             linear_warmup=min(warmup_iterations, iterations // 2))
     skipped = SkippedImagesReport({"train": counter})
     callbacks = fine_tune_callbacks(run_dir, skipped, schedule, extra=extra_callbacks,
-                                    backup_every=backup_every
-                                    or backup_every_default(steps))
+                                    backup=backup_policy(backup_every, steps, strat))
     print(f"Fine-tuning a per-class RPN localizer ({model.classifier.name} trunk to "
           f"{model.feature_level}, stride {model.stride}, "
           f"{model.anchor_generator.num_anchors} anchors per cell, "

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import shutil
+import time
 
 import numpy as np
 
@@ -203,7 +204,9 @@ class StepBackup(keras.callbacks.Callback):
     ``keras.callbacks.BackupAndRestore`` does per epoch, made exact and
     crash-safe).
 
-    Every ``save_freq`` steps, and at the end of each epoch, it writes
+    Every ``save_freq`` steps and at the end of each epoch, or (with
+    ``every_seconds`` instead) at the first step or epoch end that many
+    seconds after the last backup, it writes
 
         DIR/step-NNNNNNNNN.weights.h5   model and optimizer variables
                                         (iterations, momenta)
@@ -226,14 +229,21 @@ class StepBackup(keras.callbacks.Callback):
 
     STATE = "state.json"
 
-    def __init__(self, backup_dir, save_freq=100):
+    def __init__(self, backup_dir, save_freq=None, every_seconds=None):
         super().__init__()
-        if int(save_freq) < 1:
+        if (save_freq is None) == (every_seconds is None):
+            raise ValueError("StepBackup: give save_freq (steps) or every_seconds, not "
+                             f"both or neither (got {save_freq!r}, {every_seconds!r}).")
+        if save_freq is not None and int(save_freq) < 1:
             raise ValueError(f"StepBackup: save_freq must be >= 1 steps, got {save_freq}.")
+        if every_seconds is not None and not every_seconds > 0:
+            raise ValueError(f"StepBackup: every_seconds must be > 0, got {every_seconds}.")
         self.backup_dir = backup_dir
-        self.save_freq = int(save_freq)
+        self.save_freq = None if save_freq is None else int(save_freq)
+        self.every_seconds = every_seconds
         self.step = 0
         self._since_save = 0
+        self._last_save = time.monotonic()
 
     def restore(self, model=None):
         """Load the last backup into ``model`` (default: the callback's) and
@@ -266,19 +276,26 @@ class StepBackup(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         remove_stale_temporaries(self.backup_dir)
         self._since_save = 0
+        self._last_save = time.monotonic()
+
+    def _due(self):
+        if self.save_freq is not None:
+            return self._since_save >= self.save_freq
+        return time.monotonic() - self._last_save >= self.every_seconds
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         self._since_save += 1
-        if self._since_save >= self.save_freq:
+        if self._due():
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._since_save:
+        if self._since_save and (self.save_freq is not None or self._due()):
             self.save()
 
     def save(self):
         self._since_save = 0
+        self._last_save = time.monotonic()
         name = f"step-{self.step:09d}.weights.h5"
         atomic_save(os.path.join(self.backup_dir, name),
                     lambda p: self.model.save_weights(p, overwrite=True))

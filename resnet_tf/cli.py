@@ -82,8 +82,9 @@ def add_precision_and_strategy(p):
                    help="how multiworker runs split the data (default data: every "
                    "worker reads all, keeps its share of each global batch)")
     p.add_argument("--backup-every", type=int,
-                   help="back up the run every this many steps (default: four times "
-                   "an epoch); re-running the command resumes from the last backup")
+                   help="back up the run every this many steps and at epoch ends "
+                   "(default: every 5 minutes; multiworker: four times an epoch); "
+                   "re-running the command resumes from the last backup")
 
 
 def numbered_path(path, index, count):

@@ -90,7 +90,8 @@ FULL = DemoSettings("full", clf_train=3200, clf_eval=600, clf_epochs=12, clf_bat
 # flip, PCA colour noise, per-pixel mean; testing uses the whole 32x32 image.
 CLF_PREPROCESSING = dict(style="imagenet", crop_size=32, eval_resize=32,
                          scale_range=(32, 40), multiscale=(32, 48, 64))
-DET_KWARGS = dict(anchor_scales=(16, 32, 64), roi_batch=32, rpn_batch=64, pooled_size=6,
+# 16 RoIs per image pooled to 4x4: the per-RoI conv5 is most of a step.
+DET_KWARGS = dict(anchor_scales=(16, 32, 64), roi_batch=16, rpn_batch=64, pooled_size=4,
                   proposals=dict(pre_nms_train=400, post_nms_train=64, pre_nms_test=300,
                                  post_nms_test=50))
 LOC_KWARGS = dict(feature_level="C3", anchor_scales=(12, 18, 26), anchor_ratios=(1.0,),

@@ -124,10 +124,27 @@ def shard_options(ds, policy="data"):
     return ds.with_options(options)
 
 
-def backup_every_default(steps_per_epoch):
-    """Back up four times an epoch (at most every 1000 steps): a kill repeats
-    at most a quarter of an epoch."""
-    return max(1, min(1000, steps_per_epoch // 4))
+BACKUP_SECONDS = 300  # the default backup interval of a one-worker run
+
+
+def backup_policy(backup_every, steps_per_epoch, strategy=None):
+    """``StepBackup``'s schedule (its keyword arguments) for a run.
+
+    ``backup_every`` (``--backup-every``) given: every that many steps and at
+    each epoch end. Default: at the first step or epoch end
+    ``BACKUP_SECONDS`` after the last backup, so a kill repeats at most about
+    five minutes of work and a short run writes no backups at all (a
+    backup of a ResNet-18 detector, ~90 MB with the momenta, takes ~0.5 s:
+    four an epoch used to cost a small run more than its training steps).
+    Multi-worker runs count steps instead, four backups an epoch (at most
+    every 1000 steps): every worker must back up the same steps, and their
+    clocks differ.
+    """
+    if backup_every:
+        return {"save_freq": int(backup_every)}
+    if getattr(strategy, "cluster_resolver", None) is not None:
+        return {"save_freq": max(1, min(1000, steps_per_epoch // 4))}
+    return {"every_seconds": BACKUP_SECONDS}
 
 
 def fit_resumable(model, train_stream, *, epochs, steps_per_epoch, callbacks,
@@ -238,11 +255,11 @@ def _build_before_distributed_fit(model, dataset):
 
 
 def default_callbacks(out_dir, counters, schedule, recipe, monitor="val_top1",
-                      backup_every=100):
+                      backup=None):
     """The stop on a NaN/Inf loss (first, so nothing after it saves a broken
     state), skipped-image reports, the learning-rate schedule, best and last
-    checkpoints (atomic), the step-level backup (every ``backup_every``
-    steps), CSV history and TensorBoard."""
+    checkpoints (atomic), the step-level backup (``backup``: its schedule,
+    ``backup_policy``), CSV history and TensorBoard."""
     ckpt = os.path.join(out_dir, "checkpoints")
     os.makedirs(ckpt, exist_ok=True)
     cbs = [StopOnNonFiniteLoss(out_dir), SkippedImagesReport(counters)]
@@ -256,7 +273,7 @@ def default_callbacks(out_dir, counters, schedule, recipe, monitor="val_top1",
         AtomicModelCheckpoint(os.path.join(ckpt, "best.keras"), monitor=monitor,
                               mode="max", save_best_only=True),
         AtomicModelCheckpoint(os.path.join(ckpt, "last.keras")),
-        StepBackup(os.path.join(out_dir, "backup"), backup_every),
+        StepBackup(os.path.join(out_dir, "backup"), **(backup or backup_policy(None, 1))),
         keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"),
                                     update_freq="epoch", profile_batch=0),
@@ -264,17 +281,17 @@ def default_callbacks(out_dir, counters, schedule, recipe, monitor="val_top1",
     return cbs
 
 
-def fine_tune_callbacks(out_dir, *first, extra=(), backup_every=100):
+def fine_tune_callbacks(out_dir, *first, extra=(), backup=None):
     """The callbacks of a detector/localizer fine-tuning run: the stop on a
     NaN/Inf loss, ``first`` (e.g. the schedule), the last weights in
-    checkpoints/ (atomic), the step-level backup, CSV history, TensorBoard,
-    then ``extra``."""
+    checkpoints/ (atomic), the step-level backup (``backup``: its schedule,
+    ``backup_policy``), CSV history, TensorBoard, then ``extra``."""
     os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
     return [
         StopOnNonFiniteLoss(out_dir), *first,
         AtomicModelCheckpoint(os.path.join(out_dir, "checkpoints", "last.weights.h5"),
                               save_weights_only=True),
-        StepBackup(os.path.join(out_dir, "backup"), backup_every),
+        StepBackup(os.path.join(out_dir, "backup"), **(backup or backup_policy(None, 1))),
         keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), profile_batch=0),
         *extra,
@@ -327,8 +344,9 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
             the global batch as without a strategy (see the README,
             "Distributed training").
         auto_shard: how multi-worker runs split the data (``shard_options``).
-        backup_every: back up the run every this many steps (default: four
-            times an epoch); a killed run resumes from the last backup.
+        backup_every: back up the run every this many steps (default: every
+            five minutes, ``backup_policy``); a killed run resumes from the
+            last backup.
         val_data: a separate data spec for validation.
         step_epochs: divide the learning rate by 10 at these epochs (a
             "steps" schedule, whatever the recipe's).
@@ -371,8 +389,9 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
     counters = {"train": SkipCounter(), "val": SkipCounter()}
     mean_counter = SkipCounter()
     if prep.mean_subtraction:
-        print(f"Computing the mean image over {train_split.num_examples if not mean_images else min(mean_images, train_split.num_examples)} "
-              f"training images of {source.spec} ...", flush=True)
+        n_mean = min(mean_images or train_split.num_examples, train_split.num_examples)
+        print(f"Computing the mean image over {n_mean} training images of {source.spec} "
+              "...", flush=True)
         mean_image = compute_mean_image(train_split, prep, mean_counter,
                                         max_images=mean_images)
         skipped_mean = mean_counter.reset()
@@ -453,8 +472,8 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
              if strat.num_replicas_in_sync > 1 else ""), flush=True)
     callbacks = default_callbacks(run_dir, counters, schedule, recipe,
                                   monitor="val_top1" if val_ds is not None else "top1",
-                                  backup_every=backup_every
-                                  or backup_every_default(steps_per_epoch))
+                                  backup=backup_policy(backup_every, steps_per_epoch,
+                                                       strat))
     callbacks += list(extra_callbacks)
     history = fit_resumable(net, train_stream, epochs=epochs,
                             steps_per_epoch=steps_per_epoch, validation_data=val_ds,

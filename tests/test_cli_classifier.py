@@ -38,3 +38,22 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert cli.main(["train", "classifier", "--data", "folder:/no/such/place",
                      "--out", str(tmp_path / "x")]) == 2
     assert "/no/such/place: not a folder" in capsys.readouterr().err
+
+
+def test_inference_function_is_one_compiled_graph_per_model():
+    """Evaluation loops run the model as a traced graph (not op by op), in
+    inference mode, traced once per model and input signature."""
+    import numpy as np
+
+    from resnet_tf import build
+    from resnet_tf.evaluate import inference_function
+
+    model = build("resnet8", classes=4)
+    run = inference_function(model)
+    assert run is inference_function(model) and hasattr(run, "get_concrete_function")
+    x = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(run(x), model(x, training=False), atol=1e-5)
+    run(x[:1] + 1.0)
+    run(x + 2.0)  # the same signature as the first call: no new trace
+    assert run.experimental_get_tracing_count() <= 2
+    assert inference_function(build("resnet8", classes=4)) is not run

@@ -210,3 +210,52 @@ def test_nan_stop_names_the_detector_loss_terms():
         cb.on_train_batch_end(4, {"loss": float("nan"), "rpn_objectness": 0.3,
                                   "rpn_box": float("inf"), "head_class": float("nan"),
                                   "head_box": 0.2})
+
+
+def test_default_backups_are_timed_and_explicit_ones_count_steps(tmp_path, monkeypatch):
+    """Default: a backup at the first step or epoch end five minutes after
+    the last (a short run writes none); --backup-every N: every N steps and
+    at epoch ends; multi-worker runs count steps (their clocks differ)."""
+    from resnet_tf import callbacks
+    from resnet_tf.callbacks import StepBackup
+    from resnet_tf.train import BACKUP_SECONDS, backup_policy
+
+    assert backup_policy(None, 40) == {"every_seconds": BACKUP_SECONDS}
+    assert backup_policy(7, 40) == {"save_freq": 7}
+    multi = type("MultiWorker", (), {"cluster_resolver": object()})()
+    assert backup_policy(None, 40, multi) == {"save_freq": 10}
+    with pytest.raises(ValueError, match="save_freq.*every_seconds"):
+        StepBackup(str(tmp_path / "x"))
+
+    clock = [0.0]
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+
+    def saved_steps(backup, epochs, steps, seconds_per_step):
+        backup.set_model(model)
+        saved = []
+        backup.save = lambda: (saved.append(backup.step),
+                               setattr(backup, "_since_save", 0),
+                               setattr(backup, "_last_save", clock[0]))
+        backup.on_train_begin()
+        for epoch in range(epochs):
+            for batch in range(steps):
+                clock[0] += seconds_per_step
+                backup.on_train_batch_end(batch)
+            backup.on_epoch_end(epoch)
+        return saved
+
+    timed = StepBackup(str(tmp_path / "t"), **backup_policy(None, 5))
+    assert saved_steps(timed, 3, 5, 1.0) == []  # 15 s: nothing
+    timed = StepBackup(str(tmp_path / "t2"), every_seconds=10)
+    assert saved_steps(timed, 3, 5, 3.0) == [4, 8, 12]  # every 12 s of 3 s steps
+    counted = StepBackup(str(tmp_path / "c"), save_freq=2)
+    assert saved_steps(counted, 2, 5, 1.0) == [2, 4, 5, 7, 9, 10]  # + epoch ends
+    # The real save writes the weights and state.json.
+    real = StepBackup(str(tmp_path / "r"), every_seconds=1)
+    real.set_model(model)
+    real.on_train_begin()
+    clock[0] += 2
+    real.on_train_batch_end(0)
+    state = json.load(open(tmp_path / "r" / "state.json"))
+    assert state["step"] == 1 and (tmp_path / "r" / state["weights"]).exists()
