@@ -129,9 +129,11 @@ def test_a_run_shorter_than_an_epoch_stops_at_its_iterations(tmp_path):
 
 
 def test_interrupted_run_resumes_from_backup(tmp_path):
+    # --backup-every 4 (an epoch of 4 steps): the default backs up by time,
+    # and this short run would write none.
     out = str(tmp_path / "m")
     kwargs = dict(model="resnet8", recipe="cifar", batch_size=32, synthetic_train=128,
-                  synthetic_eval=32, verbose=0)
+                  synthetic_eval=32, backup_every=4, verbose=0)
 
     class Crash(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
