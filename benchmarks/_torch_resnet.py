@@ -54,7 +54,23 @@ class Bottleneck(nn.Module):
         return torch.relu(y + self.short(x))
 
 
-class ResNet(nn.Module):
+class _Net(nn.Module):
+    """stem -> stages -> global average pool -> fc, He-initialised convs;
+    subclasses set ``self.stem`` and call ``_finish``."""
+
+    def _finish(self, layers, cin, classes):
+        self.stages = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = self.stages(self.stem(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class ResNet(_Net):
     """ResNet-18..152 for 224x224 ImageNet inputs, NCHW (use channels_last)."""
 
     def __init__(self, depth=50, classes=1000):
@@ -69,15 +85,7 @@ class ResNet(nn.Module):
             for b in range(n):
                 layers.append(block(cin, width, 2 if (b == 0 and i > 0) else 1))
                 cin = width * block.expansion
-        self.stages = nn.Sequential(*layers)
-        self.fc = nn.Linear(cin, classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x):
-        x = self.stages(self.stem(x))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+        self._finish(layers, cin, classes)
 
 
 class CifarBasic(nn.Module):
@@ -98,7 +106,7 @@ class CifarBasic(nn.Module):
         return torch.relu(y + short)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(_Net):
     """The paper's CIFAR-10 ResNet-(6n+2) (Sec. 4.2): 16/32/64 filters."""
 
     def __init__(self, depth=20, classes=10):
@@ -112,15 +120,7 @@ class CifarResNet(nn.Module):
             for b in range(n):
                 layers.append(CifarBasic(cin, width, 2 if (b == 0 and i > 0) else 1))
                 cin = width
-        self.stages = nn.Sequential(*layers)
-        self.fc = nn.Linear(cin, classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x):
-        x = self.stages(self.stem(x))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+        self._finish(layers, cin, classes)
 
 
 def build(depth, classes):
