@@ -11,6 +11,9 @@ median call time is reported. Synthetic 224x224 input, random weights.
 What is timed is the call a server makes:
 - ``ours`` / ``keras_applications``: ``model.predict_on_batch(x)`` (Keras 3's
   compiled predict function, BN in inference mode);
+- ``ours_serving``: ``resnet_tf.fold.serving_function(model)(x)``, the graph
+  our SavedModel exports run: BN folded into the convolutions, weights
+  frozen into constants, under mixed_bfloat16 stored in bfloat16;
 - ``tf_keras``: ``model.predict_on_batch(x)`` (Keras 2);
 - ``torch``: ``model(x)`` under ``torch.inference_mode()``, ``eval()``,
   channels_last, bfloat16 via ``torch.autocast("cpu")``.
@@ -28,7 +31,7 @@ import _harness  # noqa: E402
 from train_throughput import (  # noqa: E402
     KERAS_APPS, _keras3_model, _tf_keras_model, load_average, print_table)
 
-PEERS = ("ours", "tf_keras", "torch", "keras_applications")
+PEERS = ("ours", "ours_serving", "tf_keras", "torch", "keras_applications")
 POLICIES = ("float32", "mixed_bfloat16")
 BATCHES = (1, 32)
 
@@ -45,7 +48,16 @@ def child(args):
             model, _ = _tf_keras_model(args)
         else:
             model = _keras3_model(args)
-        call = lambda: model.predict_on_batch(x)  # noqa: E731
+        if args.peer == "ours_serving":
+            from resnet_tf.fold import serving_function
+
+            run = serving_function(model)
+            import tensorflow as tf
+
+            xt = tf.constant(x)
+            call = lambda: run(xt).numpy()  # noqa: E731
+        else:
+            call = lambda: model.predict_on_batch(x)  # noqa: E731
     for _ in range(args.warmup):
         call()
     times = []

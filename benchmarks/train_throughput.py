@@ -51,19 +51,22 @@ def load_average():
 
 
 def print_table(results, peers, settings, unit, higher_is_better=True):
-    """A markdown table of medians, with ours / the best other peer."""
-    others = [peer for peer in peers if peer != "ours"]
-    ratio = " | ours / best other" if "ours" in peers and others else ""
+    """A markdown table of medians, with each of ours (``ours``,
+    ``ours_serving``) / the best other peer."""
+    ours = [peer for peer in peers if peer.startswith("ours")]
+    others = [peer for peer in peers if peer not in ours]
+    ratios = ours if others else []
     print()
-    print(f"| setting | {' | '.join(peers)}{ratio} |")
-    print(f"|---|{'---|' * len(peers)}{'---|' if ratio else ''}")
+    print(f"| setting | {' | '.join(peers)}"
+          + "".join(f" | {o} / best other" for o in ratios) + " |")
+    print(f"|---|{'---|' * (len(peers) + len(ratios))}")
     for setting in settings:
         meds = {peer: _harness.median(results, (setting, peer)) for peer in peers}
         row = f"| {setting} | " + " | ".join(f"{meds[p]:.2f} {unit}" for p in peers)
-        if ratio:
+        for o in ratios:
             pick = max if higher_is_better else min
             best = pick(others, key=meds.get)
-            r = meds["ours"] / meds[best]
+            r = meds[o] / meds[best]
             row += f" | {r if higher_is_better else 1 / r:.2f}x ({best})"
         print(row + " |")
 
@@ -98,7 +101,7 @@ def _keras3_model(args):
     keras.config.set_dtype_policy(args.policy)
     keras.utils.set_random_seed(0)
     shape = (args.size, args.size, 3)
-    if args.peer == "ours":
+    if args.peer.startswith("ours"):
         import resnet_tf
 
         return resnet_tf.build(args.arch, input_shape=shape)

@@ -4,7 +4,8 @@ One export path for every model kind. A kind supplies a ``ServingModel``:
 how to turn one decoded image into the model's fixed-size input
 (``preprocess``) and how to turn a batch of those into named outputs
 (``predict``); ``export_serving_model`` wraps both into the two signatures
-and writes ``BASE/<version>/`` with Keras 3's ``keras.export.ExportArchive``.
+and writes ``BASE/<version>/`` with ``tf.saved_model.save``, the weights
+frozen into the graph as constants (``resnet_tf.fold.freeze``).
 
 Signatures (the same for every kind):
 
@@ -26,7 +27,8 @@ are checked first, and a bad file (empty, not an image, truncated) fails the
 request with an ``InvalidArgument`` error naming its index in the batch and
 the reason, instead of reaching a decoder. Every op is a core TensorFlow op
 (no Python functions, no keras-cv ops), so a stock ``tensorflow_model_server``
-at least as new as the exporting TensorFlow (2.21) serves it.
+at least as new as the exporting TensorFlow (2.21) serves it. The graph
+holds no variables (weights are constants), so nothing is restored at load.
 
 Adding a model kind: write ``export_<kind>(model_dir, base, version=None)``
 that loads the directory, builds a ``ServingModel`` and returns
@@ -47,6 +49,7 @@ import tensorflow as tf
 
 from resnet_tf import model_dir
 from resnet_tf.data import decode
+from resnet_tf.fold import fold_batch_norms, freeze, serving_dtype
 
 SERVE_TAG = "serve"  # tensorflow::kSavedModelTagServe
 BYTES_SIGNATURE = "serving_default"
@@ -72,7 +75,8 @@ class ServingModel:
 
     Attributes:
         kind: "classifier", "detector", "localizer" (recorded in the export).
-        model: the Keras model; tracked, so its variables are saved.
+        model: the Keras model ``predict`` calls (its weights are frozen
+            into the export's graph).
         preprocess: ``fn(image) -> dict`` for ONE image: uint8 [H, W, 3] RGB
             in, a dict of tensors shaped as ``example_spec`` out (graph-mode
             TF, no Python control flow on tensors: endpoints are traced with
@@ -179,20 +183,22 @@ def export_serving_model(serving, base, version=None):
         examples = tf.map_fn(serving.preprocess, images, fn_output_signature=spec)
         return predict(examples, tf.shape(images)[0])
 
-    archive = keras.export.ExportArchive()
-    archive.track(serving.model)
-    # serving_default first: TF Serving's default for requests without a
-    # signature_name.
-    archive.add_endpoint(BYTES_SIGNATURE, from_bytes, input_signature=[
-        tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
-    archive.add_endpoint(TENSOR_SIGNATURE, from_tensor, input_signature=[
+    # Weights are frozen into the graph (resnet_tf.fold.freeze): constant
+    # filters are what lets oneDNN keep its weight layout between requests.
+    bytes_fn = freeze(from_bytes, [tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+    tensor_fn = freeze(from_tensor, [
         tf.TensorSpec([None, None, None, 3], tf.uint8, name=TENSOR_INPUT)])
+    module = tf.Module()
+    module.serve_bytes, module.serve_tensor = bytes_fn, tensor_fn
+    # serving_default: TF Serving's default for requests without a
+    # signature_name.
+    signatures = {BYTES_SIGNATURE: bytes_fn, TENSOR_SIGNATURE: tensor_fn}
 
     os.makedirs(base, exist_ok=True)
     tmp = os.path.join(base, f".tmp-{version}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        archive.write_out(tmp, verbose=False)
+        tf.saved_model.save(module, tmp, signatures=signatures)
         info = {"kind": serving.kind, "version": version,
                 "tensorflow": tf.__version__, "keras": keras.__version__,
                 "signatures": {BYTES_SIGNATURE: {BYTES_INPUT: "string [None]"},
@@ -224,10 +230,13 @@ def classifier_serving_model(clf):
     """A ``ServingModel`` for a loaded ``model_dir.Classifier``: the single
     evaluation view of ``predict`` (shorter side 256, centre 224 crop, or the
     CIFAR original view) and per-pixel mean subtraction, in the graph."""
-    prep, model = clf.preprocessing, clf.model
+    prep = clf.preprocessing
+    # Batch norm folded into the convolutions (resnet_tf.fold); a model
+    # trained under mixed_bfloat16 is served with bfloat16 weights.
+    model = fold_batch_norms(clf.model, dtype=serving_dtype(clf.model))
     mean = None if clf.mean_image is None else np.asarray(clf.mean_image, np.float32)
     crop = prep.crop_size
-    logits_out = getattr(model, "classifier_activation", "softmax") in (None, "linear")
+    logits_out = getattr(clf.model, "classifier_activation", "softmax") in (None, "linear")
 
     def preprocess(image):
         mean_t = None if mean is None else tf.constant(mean)

@@ -217,7 +217,10 @@ def test_fresh_process_reload_matches_keras(classifier, tmp_path):
 
 def test_graph_has_only_core_tensorflow_ops(classifier):
     ops = assert_core_ops_only(classifier[1], {"DecodeJpeg", "Conv2D", "TopKV2", "Assert"})
-    assert "DisableCopyOnRead" in ops  # why serving needs TF >= 2.21 (README)
+    # Weights frozen into constants (resnet_tf.fold.freeze): no variable ops,
+    # and no batch norm left (folded into the convolutions).
+    assert not {"VarHandleOp", "ReadVariableOp", "DisableCopyOnRead"} & set(ops), ops
+    assert not {"FusedBatchNormV3", "FusedBatchNorm"} & set(ops), ops
 
 
 def test_saved_model_cli_run(classifier, tmp_path):
