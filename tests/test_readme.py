@@ -149,11 +149,12 @@ def test_make_targets_in_the_readme_exist():
 @pytest.mark.slow
 def test_python_examples_run(tmp_path, monkeypatch):
     import h5py
+    import numpy as np
     import keras
     from keras.src.legacy.saving import legacy_h5_format
 
     blocks = [b for lang, b in readme_blocks("python")]
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     monkeypatch.chdir(tmp_path)
     # A weights file in keras.applications' own (legacy HDF5) format stands in
     # for the downloaded one; any values do.
@@ -163,6 +164,7 @@ def test_python_examples_run(tmp_path, monkeypatch):
             f, keras.applications.ResNet50(weights=None))
     keras.backend.clear_session()
     data = str(shared_data("hymenoptera").parent)
+    scopes = []
     for body in blocks:
         code = (body.replace("/path/to/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
                              str(path))
@@ -171,8 +173,12 @@ def test_python_examples_run(tmp_path, monkeypatch):
                 .replace('crops="10"', 'crops="10", max_images=16'))
         scope = {}
         exec(compile(code, "README.md", "exec"), scope)  # noqa: S102
+        scopes.append(scope)
         keras.backend.clear_session()
-    assert scope["result"].history["val_top1"]
+    assert [s for s in scopes if "result" in s][0]["result"].history["val_top1"]
+    fast = [s for s in scopes if "run" in s and "probs" in s][0]  # "Fast inference"
+    np.testing.assert_allclose(fast["probs"], np.asarray(fast["model"](fast["images"])),
+                               atol=1e-5)
 
 
 def _ilsvrc_subset(dest, n=6):
