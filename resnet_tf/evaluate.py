@@ -45,6 +45,20 @@ def inference_function(fn):
     return cached
 
 
+def classifier_function(model):
+    """What ``evaluate_classifier`` and ``predict_files`` run: the classifier
+    with batch norm folded into its convolutions and its weights frozen
+    (``resnet_tf.fold.serving_function``, the graph the exports serve), or,
+    for a model that cannot be folded (not functional), ``inference_function``.
+    Built per call from the model's current weights."""
+    from resnet_tf.fold import serving_function
+
+    try:
+        return serving_function(model)
+    except ValueError:
+        return inference_function(model)
+
+
 def top_k_errors(probs, labels, k=5):
     """(top-1 error, top-k error) of float [N, C] scores for int [N] labels."""
     probs, labels = np.asarray(probs), np.asarray(labels)
@@ -89,7 +103,7 @@ def evaluate_classifier(model_or_dir, data, crops="center", *, batch_size=64,
         if max_images:
             ds = ds.unbatch().take(max_images).batch(batch_size)
         probs, labels = [], []
-        run = inference_function(model)
+        run = classifier_function(model)
         for x, y in ds:
             probs.append(np.asarray(run(x), np.float32))
             labels.append(y.numpy())
@@ -119,7 +133,7 @@ def _per_image(model, split, prep, mean, crops, counter, label_map, max_images,
                     num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     probs, labels = [], []
-    run = inference_function(model)
+    run = classifier_function(model)
     for views, y in ds:
         if crops == "10":
             p = np.asarray(run(views), np.float32).mean(0)
@@ -190,7 +204,7 @@ def predict_files(model_or_dir, paths, top=5, class_index=None):
                              f"the model's {len(names)} class names nor their count.")
     mean = None if clf.mean_image is None else tf.constant(clf.mean_image)
     out = []
-    run = inference_function(clf.model)
+    run = classifier_function(clf.model)
     for path in paths:
         image, error = read_image_file(path)
         if error:

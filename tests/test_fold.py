@@ -94,3 +94,28 @@ def test_folding_needs_a_functional_model():
 
     with pytest.raises(ValueError, match="functional"):
         fold_batch_norms(Sub())
+
+
+def test_serving_function_is_the_folded_model_with_constant_weights():
+    import tensorflow as tf
+
+    from resnet_tf.evaluate import classifier_function
+    from resnet_tf.fold import serving_function
+
+    model = resnet_tf.build("resnet8", classes=4)  # any input size
+    _randomise_bn(model, seed=6)
+    run = serving_function(model)
+    rng = np.random.default_rng(7)
+    for shape in [(1, 32, 32, 3), (5, 40, 24, 3)]:  # one graph, any batch and size
+        x = rng.normal(size=shape).astype(np.float32)
+        np.testing.assert_allclose(np.asarray(run(x)), np.asarray(model(x, training=False)),
+                                   atol=1e-6)
+    graph = run.get_concrete_function().graph.as_graph_def()
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    assert "ReadVariableOp" not in ops and "FusedBatchNormV3" not in ops, ops
+    assert "Conv2D" in ops
+    # The weights are copied: the frozen function ignores later training.
+    before = np.asarray(run(x))
+    model.layers[-1].kernel.assign(model.layers[-1].kernel * 0.0)
+    np.testing.assert_array_equal(np.asarray(run(x)), before)
+    assert not np.allclose(np.asarray(classifier_function(model)(x)), before)

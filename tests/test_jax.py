@@ -21,6 +21,12 @@ x = np.load(x_path)
 np.save(out_path, np.asarray(model(x, training=False)))
 feats = model.feature_model()(x)
 assert set(feats) == set(model.stage_outputs)
+# Batch norm folded for inference works under JAX too (no tf.* inside).
+from resnet_tf.fold import serving_function
+folded = np.asarray(serving_function(model)(x))
+ref = np.asarray(model(x, training=False))
+assert np.abs(folded - ref).max() <= 1e-4 * max(1e-6, np.abs(ref).max()) + 1e-6, \
+    np.abs(folded - ref).max()
 """
 
 
