@@ -165,13 +165,22 @@ def export_serving_model(serving, base, version=None):
     path, version = _version_dir(base, version)
     spec = serving.example_spec
 
+    # The model part is frozen once (resnet_tf.fold.freeze: its weights become
+    # graph constants, which is what lets oneDNN keep each filter's layout
+    # between requests); both signatures call that one function, so the
+    # SavedModel holds the weights once.
+    model_fn = freeze(serving.predict, [
+        {k: tf.TensorSpec([None, *s.shape], s.dtype, name=k) for k, s in spec.items()}])
+
     def predict(examples, n):
         # Convolution kernels reject an empty batch, and an empty request is
         # valid: run one blank example instead and return none of it.
         blank = {k: tf.zeros([1, *s.shape], s.dtype) for k, s in spec.items()}
         examples = tf.cond(n > 0, lambda: examples, lambda: blank)
-        return {k: v[:n] for k, v in serving.predict(examples).items()}
+        return {k: v[:n] for k, v in model_fn(examples).items()}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)],
+                 autograph=False)
     def from_bytes(image_bytes):
         n = tf.shape(image_bytes)[0]
         examples = tf.map_fn(
@@ -179,20 +188,17 @@ def export_serving_model(serving, base, version=None):
             (image_bytes, tf.range(n)), fn_output_signature=spec)
         return predict(examples, n)
 
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name=TENSOR_INPUT)], autograph=False)
     def from_tensor(images):
         examples = tf.map_fn(serving.preprocess, images, fn_output_signature=spec)
         return predict(examples, tf.shape(images)[0])
 
-    # Weights are frozen into the graph (resnet_tf.fold.freeze): constant
-    # filters are what lets oneDNN keep its weight layout between requests.
-    bytes_fn = freeze(from_bytes, [tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
-    tensor_fn = freeze(from_tensor, [
-        tf.TensorSpec([None, None, None, 3], tf.uint8, name=TENSOR_INPUT)])
     module = tf.Module()
-    module.serve_bytes, module.serve_tensor = bytes_fn, tensor_fn
+    module.model_fn, module.from_bytes, module.from_tensor = model_fn, from_bytes, from_tensor
     # serving_default: TF Serving's default for requests without a
     # signature_name.
-    signatures = {BYTES_SIGNATURE: bytes_fn, TENSOR_SIGNATURE: tensor_fn}
+    signatures = {BYTES_SIGNATURE: from_bytes, TENSOR_SIGNATURE: from_tensor}
 
     os.makedirs(base, exist_ok=True)
     tmp = os.path.join(base, f".tmp-{version}-{os.getpid()}")

@@ -188,7 +188,8 @@ def freeze(fn, input_signature):
 
     @tf.function(input_signature=list(input_signature), autograph=False)
     def run(*args):
-        return tf.nest.pack_sequence_as(structure, frozen(*args))
+        # The frozen graph takes its inputs flat and returns its outputs flat.
+        return tf.nest.pack_sequence_as(structure, frozen(*tf.nest.flatten(args)))
 
     return run
 
