@@ -51,12 +51,9 @@ def classifier_function(model):
     (``resnet_tf.fold.serving_function``, the graph the exports serve), or,
     for a model that cannot be folded (not functional), ``inference_function``.
     Built per call from the model's current weights."""
-    from resnet_tf.fold import serving_function
+    from resnet_tf.fold import is_functional, serving_function
 
-    try:
-        return serving_function(model)
-    except ValueError:
-        return inference_function(model)
+    return serving_function(model) if is_functional(model) else inference_function(model)
 
 
 def top_k_errors(probs, labels, k=5):

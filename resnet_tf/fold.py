@@ -25,7 +25,13 @@ is cast per call; see benchmarks/RESULTS.md for when that pays on CPU.
 import keras
 import numpy as np
 
-_FOLDABLE_CONVS = (keras.layers.Conv2D,)
+
+def is_functional(model):
+    """Whether ``model`` is a functional Keras model (a graph of layers that
+    ``fold_batch_norms`` can rebuild)."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional)
 
 
 @keras.saving.register_keras_serializable(package="resnet_tf")
@@ -53,7 +59,7 @@ def foldable_pairs(model):
                 consumers.setdefault(producer.name, []).append(layer)
     pairs = {}
     for layer in model.layers:
-        if not isinstance(layer, _FOLDABLE_CONVS) or len(layer._inbound_nodes) != 1:
+        if not isinstance(layer, keras.layers.Conv2D) or len(layer._inbound_nodes) != 1:
             continue
         if layer.data_format != "channels_last" or layer.activation not in (
                 keras.activations.linear, None):
@@ -72,16 +78,15 @@ def foldable_pairs(model):
 def folded_weights(conv, bn):
     """``(kernel, bias)`` float64->float32 of ``conv`` followed by ``bn`` in
     inference mode."""
-    kernel = np.asarray(keras.ops.convert_to_numpy(conv.kernel), np.float64)
+    def f64(v):
+        return np.asarray(keras.ops.convert_to_numpy(v), np.float64)
+
+    kernel = f64(conv.kernel)
     out = kernel.shape[-1]
-    bias = (np.asarray(keras.ops.convert_to_numpy(conv.bias), np.float64)
-            if conv.use_bias else np.zeros(out))
-    gamma = (np.asarray(keras.ops.convert_to_numpy(bn.gamma), np.float64)
-             if bn.scale else np.ones(out))
-    beta = (np.asarray(keras.ops.convert_to_numpy(bn.beta), np.float64)
-            if bn.center else np.zeros(out))
-    mean = np.asarray(keras.ops.convert_to_numpy(bn.moving_mean), np.float64)
-    var = np.asarray(keras.ops.convert_to_numpy(bn.moving_variance), np.float64)
+    bias = f64(conv.bias) if conv.use_bias else np.zeros(out)
+    gamma = f64(bn.gamma) if bn.scale else np.ones(out)
+    beta = f64(bn.beta) if bn.center else np.zeros(out)
+    mean, var = f64(bn.moving_mean), f64(bn.moving_variance)
     scale = gamma / np.sqrt(var + bn.epsilon)
     return ((kernel * scale).astype(np.float32),
             ((bias - mean) * scale + beta).astype(np.float32))
@@ -108,9 +113,7 @@ def fold_batch_norms(model, dtype=None):
     Raises:
         ValueError: if ``model`` is not a functional model.
     """
-    from keras.src.models.functional import Functional
-
-    if not isinstance(model, Functional):
+    if not is_functional(model):
         raise ValueError(
             f"fold_batch_norms needs a functional Keras model; got {type(model).__name__} "
             f"{model.name!r}. Build it with resnet_tf.build(...) or keras.Model(inputs, "
