@@ -37,7 +37,7 @@ def build_rpn_head(in_channels=1024, num_anchors=9, conv_channels=None,
 
 
 def build_conv5_head(num_classes, depth=50, options=None, pooled_size=14,
-                     in_channels=None, name="roi_head"):
+                     in_channels=None, name="roi_head", width=None):
     """conv5_x (stride 2 in its first block) on pooled RoIs, global average
     pooling, and two siblings: (K+1)-way class logits and class-specific
     box deltas (Appendix A, "RoI pooling before conv5_1").
@@ -46,10 +46,11 @@ def build_conv5_head(num_classes, depth=50, options=None, pooled_size=14,
         num_classes: K foreground classes (class 0 is background).
         depth: the ImageNet depth whose conv5_x to build (18..152).
         options: ``BlockOptions`` (the detector's; BN is frozen by the model).
+        width: the backbone's first-stage width (None: 64); conv5_x has 8x.
     Input [R, pooled_size, pooled_size, C4 channels]; outputs
     ``{"class_logits": [R, K+1], "box_deltas": [R, K, 4]}``.
     """
-    layout = zoo.stage_layout(depth, "imagenet")
+    layout = zoo.stage_layout(depth, "imagenet", width)
     stage, blocks, width, strides = layout.stages[-1]
     options = options or BlockOptions()
     if in_channels is None:

@@ -48,6 +48,8 @@ class FasterRCNN(keras.Model):
     Args:
         num_classes: K foreground classes.
         depth: backbone depth (18, 34, 50, 101, 152).
+        width: the backbone's first-stage width (None: Table 1's 64); take
+            the classifier's when fine-tuning from one.
         class_names: K names (stored; used by predict and export).
         anchor_scales, anchor_ratios: anchor sizes (pixels) and h/w ratios.
         rpn_batch, rpn_positive_fraction: anchors sampled per image.
@@ -70,7 +72,7 @@ class FasterRCNN(keras.Model):
                  roi_positive_fraction=0.25, proposals=None, pooler="align",
                  pooled_size=14, frozen_bn=True, freeze_at=2, weight_decay=1e-4,
                  score_threshold=0.05, detection_nms=0.5, max_detections=100,
-                 seed=0, **kwargs):
+                 seed=0, width=None, **kwargs):
         super().__init__(**kwargs)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
@@ -78,10 +80,11 @@ class FasterRCNN(keras.Model):
             raise ValueError(f"pooler must be 'align' or 'pool', got {pooler!r}.")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes.")
-        layout = zoo.stage_layout(depth, "imagenet")
+        layout = zoo.stage_layout(depth, "imagenet", width)
         # === Config ===
         self.num_classes = int(num_classes)
         self.depth = layout.depth
+        self.width = layout.width
         self.class_names = list(class_names or [str(k) for k in range(num_classes)])
         self.anchor_scales = tuple(anchor_scales)
         self.anchor_ratios = tuple(anchor_ratios)
@@ -106,7 +109,7 @@ class FasterRCNN(keras.Model):
         self.rpn_head = build_rpn_head(c4_channels, self.anchor_generator.num_anchors,
                                        weight_decay=weight_decay)
         self.roi_head = build_conv5_head(num_classes, depth, options, self.pooled_size,
-                                         c4_channels)
+                                         c4_channels, width=self.width)
         self.rpn_matcher = Matcher(0.7, 0.3, allow_low_quality_matches=True)
         self.head_matcher = Matcher(0.5, 0.5)
         self.rpn_coder = BoxCoder(RPN_WEIGHTS)
@@ -245,7 +248,7 @@ class FasterRCNN(keras.Model):
 
     def get_config(self):
         return {
-            "num_classes": self.num_classes, "depth": self.depth,
+            "num_classes": self.num_classes, "depth": self.depth, "width": self.width,
             "class_names": self.class_names, "anchor_scales": list(self.anchor_scales),
             "anchor_ratios": list(self.anchor_ratios), "rpn_batch": self.rpn_batch,
             "rpn_positive_fraction": self.rpn_positive_fraction,

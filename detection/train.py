@@ -18,7 +18,7 @@ from detection.data.pipeline import DetectionPreprocessing, make_detection_datas
 from detection.data.sources import open_detection_source
 from detection.heads import load_backbone_weights
 from detection.model import FasterRCNN
-from resnet_tf import model_dir
+from resnet_tf import model_dir, zoo
 from resnet_tf.callbacks import StepSchedule, epochs_for
 from resnet_tf.data.decode import SkipCounter
 from resnet_tf.data.report import skip_summary
@@ -43,7 +43,8 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
             ``detection.data.sources``); the training split.
         init_from: a resnet-tf classifier directory: conv1..conv4 go into the
             shared trunk, conv5 into the RoI head, its per-pixel mean (as a
-            per-channel mean) into the preprocessing, and its depth is used.
+            per-channel mean) into the preprocessing, and its depth and width
+            are used.
             None trains from scratch (trainable BN, nothing frozen).
         learning_rate: 0.001, divided by 10 after ``decay_fraction`` of the run
             (the paper's COCO schedule: 240k of 320k iterations), after a
@@ -77,6 +78,11 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
     if init_from:
         clf = model_dir.load_classifier(init_from)
         depth = clf.model.depth
+        if kwargs.get("width") not in (None, clf.model.width):
+            raise ValueError(f"model_kwargs width={kwargs['width']} but the classifier in "
+                             f"{init_from} has width {clf.model.width}; leave width out "
+                             "when fine-tuning from a classifier.")
+        kwargs["width"] = clf.model.width
         if clf.mean_image is not None:
             mean_rgb = tuple(float(v) for v in np.asarray(clf.mean_image).mean(axis=(0, 1)))
     else:
@@ -115,7 +121,7 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
                             linear_warmup=min(warmup_iterations, iterations // 2))
     callbacks = fine_tune_callbacks(run_dir, schedule, extra=extra_callbacks,
                                     backup=backup_policy(backup_every, steps, strat))
-    print(f"Training Faster R-CNN ResNet-{depth}-C4 on {data} "
+    print(f"Training Faster R-CNN {zoo.display_name(depth, model.width)}, C4, on {data} "
           f"[{len(train.annotations)} images, {len(source.class_names)} classes], "
           f"{'from ' + init_from if init_from else 'from scratch'}: {iterations} "
           f"iterations = {epochs} epochs of {steps}, batch {batch_size}, lr "

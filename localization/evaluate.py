@@ -25,9 +25,12 @@ from resnet_tf.evaluate import inference_function
 from resnet_tf.train import label_map_for
 
 
+CHUNK = 64  # evaluation images decoded and tested together
+
+
 class Tester:
-    """Whole-image testing of a loaded localizer (one image at a time, since
-    every image keeps its aspect ratio).
+    """Whole-image testing of a loaded localizer (every image keeps its aspect
+    ratio, so only images of one size share a batch: ``many``).
 
     Args:
         model: a ``Localizer``.
@@ -57,30 +60,62 @@ class Tester:
         ``scores`` [k], ``boxes`` [k, 4] (original pixels); and for
         ``extra_classes`` (e.g. the ground-truth class) ``extra_boxes`` [E, 4].
         """
-        views = test_views(image, self.prep, self.mean, self.scales, self.flip)
-        outs = [self._forward(x) for x, _, _ in views]
-        probs = np.mean([np.asarray(p)[0] for p, _ in outs], axis=0)
-        ranked = np.argsort(-probs, kind="stable")[:self.top_k]
-        classes = np.concatenate([ranked, np.asarray(extra_classes, np.int64)]).astype(np.int32)
-        h, w = int(image.shape[0]), int(image.shape[1])
-        best_score = np.full(len(classes), -np.inf)
-        best_box = np.zeros((len(classes), 4), np.float32)
-        for (x, factor, flipped), (_, feats) in zip(views, outs):
+        return self.many([image], [extra_classes])[0]
+
+    def many(self, images, extra_classes=None, batch_size=32):
+        """``[self(image, extra) for image, extra in zip(images, extra_classes)]``,
+        with the images of one size (and the same number of extra classes)
+        going through the network together, ``batch_size`` at a time: a
+        synthetic or resized set costs a few calls instead of two per image.
+        """
+        extras = [np.asarray(e, np.int64).reshape(-1) for e in
+                  (extra_classes if extra_classes is not None else [()] * len(images))]
+        if len(extras) != len(images):
+            raise ValueError(f"{len(extras)} extra_classes entries for {len(images)} images.")
+        groups = {}
+        for i, image in enumerate(images):
+            key = (int(image.shape[0]), int(image.shape[1]), len(extras[i]))
+            groups.setdefault(key, []).append(i)
+        results = [None] * len(images)
+        for idx in groups.values():
+            for start in range(0, len(idx), batch_size):
+                chunk = idx[start:start + batch_size]
+                for i, r in zip(chunk, self._same_size([images[i] for i in chunk],
+                                                       np.stack([extras[i] for i in chunk]))):
+                    results[i] = r
+        return results
+
+    def _same_size(self, images, extras):
+        """Images of one size; ``extras`` int [N, E]."""
+        n = len(images)
+        views = [test_views(im, self.prep, self.mean, self.scales, self.flip) for im in images]
+        # View v of every image has the same shape, factor and flip.
+        batches = [(tf.concat([v[j][0] for v in views], 0),) + tuple(views[0][j][1:])
+                   for j in range(len(views[0]))]
+        outs = [self._forward(x) for x, _, _ in batches]
+        probs = np.mean([np.asarray(p) for p, _ in outs], axis=0)  # [N, C]
+        ranked = np.argsort(-probs, axis=1, kind="stable")[:, :self.top_k]
+        classes = np.concatenate([ranked, extras], axis=1).astype(np.int32)
+        h, w = int(images[0].shape[0]), int(images[0].shape[1])
+        best_score = np.full(classes.shape, -np.inf)
+        best_box = np.zeros(classes.shape + (4,), np.float32)
+        for (x, factor, flipped), (_, feats) in zip(batches, outs):
             hw = tf.shape(x)[1:3]
-            scores, boxes = self._localize(feats, tf.constant(classes[None]), hw)
-            scores, boxes = np.asarray(scores)[0], np.asarray(boxes)[0]
+            scores, boxes = self._localize(feats, tf.constant(classes), hw)
+            scores, boxes = np.asarray(scores), np.asarray(boxes)
             if flipped:
                 vw = float(hw[1])
-                boxes = np.stack([boxes[:, 0], vw - boxes[:, 3], boxes[:, 2],
-                                  vw - boxes[:, 1]], -1)
+                boxes = np.stack([boxes[..., 0], vw - boxes[..., 3], boxes[..., 2],
+                                  vw - boxes[..., 1]], -1)
             sy, sx = np.asarray(factor)
             boxes = boxes / np.array([sy, sx, sy, sx], np.float32)
             boxes = np.clip(boxes, 0, [h, w, h, w])
             better = scores > best_score
             best_score[better], best_box[better] = scores[better], boxes[better]
-        k = len(ranked)
-        return {"probabilities": probs, "classes": classes[:k], "scores": best_score[:k],
-                "boxes": best_box[:k], "extra_boxes": best_box[k:]}
+        k = ranked.shape[1]
+        return [{"probabilities": probs[i], "classes": classes[i, :k],
+                 "scores": best_score[i, :k], "boxes": best_box[i, :k],
+                 "extra_boxes": best_box[i, k:]} for i in range(n)]
 
 
 def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=False,
@@ -104,19 +139,33 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
     counter = SkipCounter()
     tester = Tester(model, prep, mean, scales, multiscale, flip, top_k)
     guesses, truth, oracle_boxes, paths, rows = [], [], [], [], []
+    pending = []
+
+    def flush():
+        # Decoded images are tested CHUNK at a time (same-size ones batched).
+        found = tester.many([e["image"] for e in pending],
+                            [[int(e["label"])] for e in pending])
+        for e, r in zip(pending, found):
+            boxes = e["boxes"].numpy()
+            boxes = boxes[(boxes != -1).any(-1)]
+            label = int(e["label"])
+            guesses.append((r["classes"], r["boxes"]))
+            truth.append((np.full(len(boxes), label), boxes))
+            oracle_boxes.append(r["extra_boxes"][0])
+            paths.append(e["path"].numpy().decode())
+            if per_image:
+                rows.append({"path": paths[-1], "label": label,
+                             "classes": r["classes"].tolist(),
+                             "scores": r["scores"].tolist(), "boxes": r["boxes"].tolist(),
+                             "oracle_box": r["extra_boxes"][0].tolist()})
+        pending.clear()
+
     for e in test_examples(anns, counter=counter, images=images, label_map=label_map):
-        boxes = e["boxes"].numpy()
-        boxes = boxes[(boxes != -1).any(-1)]
-        label = int(e["label"])
-        r = tester(e["image"], extra_classes=[label])
-        guesses.append((r["classes"], r["boxes"]))
-        truth.append((np.full(len(boxes), label), boxes))
-        oracle_boxes.append(r["extra_boxes"][0])
-        paths.append(e["path"].numpy().decode())
-        if per_image:
-            rows.append({"path": paths[-1], "label": label, "classes": r["classes"].tolist(),
-                         "scores": r["scores"].tolist(), "boxes": r["boxes"].tolist(),
-                         "oracle_box": r["extra_boxes"][0].tolist()})
+        pending.append(e)
+        if len(pending) == CHUNK:
+            flush()
+    if pending:
+        flush()
     if not guesses:
         raise ValueError(f"{data}: none of the {len(anns)} images could be read "
                          f"(e.g. {counter.paths[:3]}).")

@@ -107,7 +107,7 @@ class Localizer(keras.Model):
         if not cfg.get("include_top", True):
             raise ValueError("the localizer needs a classifier with its top "
                              "(include_top=True): its predictions are the class guesses.")
-        layout = zoo.stage_layout(cfg.get("depth", 50), cfg.get("family"))
+        layout = zoo.stage_layout(cfg.get("depth", 50), cfg.get("family"), cfg.get("width"))
         num_classes = int(cfg.get("classes") or layout.default_classes)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for a classifier with "

@@ -37,7 +37,12 @@ class ResNet(keras.Model):
             None for logits). It is computed in float32 under mixed precision.
         input_shape: (H, W, 3); the default (None, None, 3) accepts any size
             of at least the network's total stride (fully convolutional).
-        name: model name; default "resnet50", "plain20", ...
+        name: model name; default "resnet50", "plain20", ... ("resnet18_w16"
+            with a non-default width).
+        width: the first stage's width, doubled at each later stage, and the
+            stem's filters; None is the paper's (64 ImageNet, 16 CIFAR). A
+            narrower net keeps the layout, so detectors and localizers built
+            from it work the same (``zoo.stage_layout``).
 
     Output: [B, classes] with the top, else the pooled [B, C] or the final
     [B, H/32, W/32, C] map (H/4 for CIFAR).
@@ -66,10 +71,11 @@ class ResNet(keras.Model):
         classifier_activation="softmax",
         input_shape=None,
         name=None,
+        width=None,
         **kwargs,
     ):
         # === Config ===
-        layout = zoo.stage_layout(depth, family)
+        layout = zoo.stage_layout(depth, family, width)
         if shortcut is not None and shortcut not in zoo.SHORTCUT_OPTIONS:
             raise ValueError(
                 f"Unknown shortcut option {shortcut!r}; use 'A' (zero padding), "
@@ -92,7 +98,8 @@ class ResNet(keras.Model):
             bn_epsilon=bn_epsilon,
             zero_init_residual=zero_init_residual,
         )
-        name = name or f"{'resnet' if residual else 'plain'}{layout.depth}"
+        name = name or (f"{'resnet' if residual else 'plain'}{layout.depth}"
+                        + ("" if layout.is_default_width else f"_w{layout.width}"))
 
         # === Functional Model ===
         inputs = keras.Input(shape=input_shape, name="images")
@@ -117,6 +124,7 @@ class ResNet(keras.Model):
         # === Config ===
         self.depth = layout.depth
         self.family = layout.family
+        self.width = layout.width
         self.residual = bool(residual)
         self.shortcut = shortcut
         self.stride_on = stride_on
@@ -159,6 +167,7 @@ class ResNet(keras.Model):
         return {
             "depth": self.depth,
             "family": self.family,
+            "width": self.width,
             "residual": self.residual,
             "shortcut": self.shortcut,
             "stride_on": self.stride_on,
@@ -194,7 +203,7 @@ def apply_trunk(inputs, layout, options, last_level=None):
         dict "C2".. -> the last block output of each stage built.
     """
     if layout.family == "imagenet":
-        x = apply_conv_bn(inputs, 64, 7, 2, "conv1", options)
+        x = apply_conv_bn(inputs, layout.stem_filters, 7, 2, "conv1", options)
         # Zero padding is safe before max pooling: inputs are post-ReLU.
         x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
         x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)

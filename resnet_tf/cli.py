@@ -132,6 +132,9 @@ def add_train(tasks):
     p.add_argument("--clipnorm", type=float, help="clip gradients to this global norm")
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--shortcut", choices=["A", "B", "C"])
+    p.add_argument("--width", type=int,
+                   help="first-stage width, doubled per stage (default the paper's: "
+                   "64 ImageNet, 16 CIFAR); e.g. 16 for a quick ResNet-18")
     p.add_argument("--stride-on", choices=["1x1", "3x3"])
     p.add_argument("--zero-init-residual", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -156,6 +159,8 @@ def run_train_classifier(args):
         model_kwargs["shortcut"] = args.shortcut
     if args.stride_on:
         model_kwargs["stride_on"] = args.stride_on
+    if args.width:
+        model_kwargs["width"] = args.width
     if args.zero_init_residual:
         model_kwargs["zero_init_residual"] = True
     result = train_classifier(
@@ -363,6 +368,8 @@ def add_detector_commands(tasks):
     p.add_argument("--init-from", help="a resnet-tf classifier directory")
     p.add_argument("--depth", type=int, default=50,
                    help="backbone depth without --init-from (default 50)")
+    p.add_argument("--width", type=int,
+                   help="backbone first-stage width without --init-from (default 64)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--iterations", type=int)
     p.add_argument("--batch-size", type=int, default=2)
@@ -422,7 +429,8 @@ def run_train_detector(args):
                            anchor_scales=tuple(float(v) for v in
                                                args.anchor_scales.split(",")),
                            rpn_batch=args.rpn_batch, roi_batch=args.roi_batch,
-                           pooled_size=args.pooled_size, pooler=args.pooler),
+                           pooled_size=args.pooled_size, pooler=args.pooler,
+                           **({"width": args.width} if args.width else {})),
                        verbose=2 if args.json else 1)
     if args.json:
         print(json.dumps({"model_dir": args.out, **r["results"]}))

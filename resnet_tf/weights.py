@@ -60,8 +60,8 @@ def assign_by_name(model, weights, source="weights", skip=()):
             raise ValueError(
                 f"{source}: layer {name!r} has weight shapes {got}, but "
                 f"{model.name} expects {have}. The first layer that differs is "
-                f"{name!r}; build the model with matching classes, channels and "
-                "conv_bias."
+                f"{name!r}; build the model with matching classes, width, channels "
+                "and conv_bias."
             )
     for name in wanted:
         layers[name].set_weights(weights[name])

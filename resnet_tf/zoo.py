@@ -10,6 +10,12 @@ is 6n + 2.
 
 Every residual net has a plain twin (the same layers without shortcuts),
 named ``plainDEPTH``.
+
+Both families take a ``width``: the first stage's width (64 in Table 1, 16
+in Sec. 4.2), doubled at every later stage, and the stem's filter count.
+The paper's nets use the defaults; a narrower ResNet-18 keeps Table 1's
+layout (so the C4 detector and the localizer can be built on it) at a
+fraction of the cost, which is what the quick demo uses.
 """
 
 import dataclasses
@@ -61,6 +67,16 @@ class StageLayout:
         return stride
 
     @property
+    def width(self):
+        """The first stage's (inner) width; each later stage doubles it."""
+        return self.stages[0][2]
+
+    @property
+    def is_default_width(self):
+        return self.width == (IMAGENET_WIDTHS if self.family == "imagenet"
+                              else CIFAR_WIDTHS)[0]
+
+    @property
     def stage_names(self):
         return tuple(name for name, *_ in self.stages)
 
@@ -70,8 +86,12 @@ def infer_family(depth):
     return "imagenet" if depth in IMAGENET_STAGES else "cifar"
 
 
-def stage_layout(depth, family=None):
-    """The stage layout of a depth, or a ValueError naming what is allowed."""
+def stage_layout(depth, family=None, width=None):
+    """The stage layout of a depth, or a ValueError naming what is allowed.
+
+    ``width``: the first stage's width (None: 64 for ImageNet, 16 for
+    CIFAR); stage i has ``width * 2**i`` and the stem ``width`` filters.
+    """
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)):
         raise ValueError(f"depth must be an integer, got {depth!r}.")
     depth = int(depth)
@@ -87,13 +107,12 @@ def stage_layout(depth, family=None):
                 f"{sorted(IMAGENET_STAGES)} (Table 1)."
             )
         block, counts = IMAGENET_STAGES[depth]
+        widths = _scaled(IMAGENET_WIDTHS, width)
         stages = tuple(
             (f"conv{i + 2}", n, w, s)
-            for i, (n, w, s) in enumerate(
-                zip(counts, IMAGENET_WIDTHS, IMAGENET_STRIDES)
-            )
+            for i, (n, w, s) in enumerate(zip(counts, widths, IMAGENET_STRIDES))
         )
-        return StageLayout(family, depth, block, stages, 64, "B", 224, 1000)
+        return StageLayout(family, depth, block, stages, widths[0], "B", 224, 1000)
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(
             f"Unsupported CIFAR depth {depth}; CIFAR ResNets have 6n + 2 layers "
@@ -101,12 +120,32 @@ def stage_layout(depth, family=None):
             "(Sec. 4.2)."
         )
     n = (depth - 2) // 6
+    widths = _scaled(CIFAR_WIDTHS, width)
     stages = tuple(
         (f"conv{i + 2}", n, w, s)
-        for i, (w, s) in enumerate(zip(CIFAR_WIDTHS, CIFAR_STRIDES))
+        for i, (w, s) in enumerate(zip(widths, CIFAR_STRIDES))
     )
     # Sec. 4.2: option A on CIFAR, so residual nets add no parameters.
-    return StageLayout(family, depth, "basic", stages, 16, "A", 32, 10)
+    return StageLayout(family, depth, "basic", stages, widths[0], "A", 32, 10)
+
+
+def display_name(depth, width=None, residual=True, family=None):
+    """"ResNet-18", "plain-20", or "ResNet-18 (width 16)" for a narrow one."""
+    layout = stage_layout(depth, family, width)
+    base = f"{'ResNet' if residual else 'plain'}-{layout.depth}"
+    return base if layout.is_default_width else f"{base} (width {layout.width})"
+
+
+def _scaled(widths, width):
+    """``widths`` (the paper's, doubling per stage) starting at ``width``."""
+    if width is None:
+        return tuple(widths)
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
+        raise ValueError(
+            f"width must be a positive integer (the first stage's width; the "
+            f"paper's is {widths[0]}), got {width!r}."
+        )
+    return tuple(int(width) * 2**i for i in range(len(widths)))
 
 
 def architecture_names():

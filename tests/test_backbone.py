@@ -10,6 +10,7 @@ import keras
 from conftest import inbound_layers
 from resnet_tf import ResNet, build
 from resnet_tf.layers import BatchNorm, ZeroPadShortcut
+from resnet_tf.zoo import count_macs
 
 NAME_SCHEME = re.compile(
     r"^(conv1_(pad|conv|bn|relu)|pool1_(pad|pool)|avg_pool|max_pool|predictions|images"
@@ -166,6 +167,30 @@ def test_config_round_trip_and_keras_file(tmp_path):
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, ResNet) and loaded.get_config() == config
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+
+
+@pytest.mark.parametrize("name,width,c5", [("resnet18", 16, 128), ("resnet50", 32, 1024)])
+def test_a_narrower_net_keeps_the_layout(name, width, c5):
+    full = build(name, classes=10, input_shape=(64, 64, 3))
+    narrow = build(name, classes=10, width=width, input_shape=(64, 64, 3))
+    assert full.name == name and narrow.name == f"{name}_w{width}"
+    assert [layer.name for layer in narrow.layers] == [layer.name for layer in full.layers]
+    assert narrow.stage_outputs["C5"].shape[-1] == c5
+    assert narrow.stage_outputs["C2"].shape[-1] * 8 == c5
+    ratio = 64 // width
+    for layer in full.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            got = narrow.get_layer(layer.name).kernel.shape
+            # Every filter count shrinks by the ratio; input channels too,
+            # except the stem's 3.
+            assert tuple(got) == (kh, kw, cin if cin == 3 else cin // ratio, cout // ratio)
+    # ~ratio^2 fewer multiply-adds (the stem and the classifier shrink by ratio).
+    assert count_macs(narrow) < count_macs(full) / (ratio**2 / 2)
+    config = narrow.get_config()
+    assert config["width"] == width and full.get_config()["width"] == 64
+    clone = ResNet.from_config(config)
+    assert clone.count_params() == narrow.count_params()
 
 
 def test_plain_and_residual_nets_train_with_fit():

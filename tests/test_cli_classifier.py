@@ -10,9 +10,11 @@ def test_train_evaluate_predict_round_trip(tmp_path, capsys):
     out = str(tmp_path / "m")
     assert cli.main(["train", "classifier", "--config", "cifar", "--model", "resnet8",
                      "--data", "synthetic", "--synthetic-train", "128", "--epochs", "1",
-                     "--batch-size", "32", "--out", out, "--json"]) == 0
+                     "--batch-size", "32", "--width", "8", "--out", out, "--json"]) == 0
     trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert trained["model_dir"] == out and trained["epochs"] == 1
+    meta = json.load(open(f"{out}/resnet_tf.json"))
+    assert meta["architecture"]["width"] == 8 and meta["architecture"]["name"] == "resnet8_w8"
 
     for crops in ("center", "10", "multiscale"):
         assert cli.main(["evaluate", "classifier", "--model", out, "--data", "synthetic",

@@ -105,6 +105,29 @@ def test_classifier_weights_fill_the_trunk_and_the_conv5_head():
                                   np.array(clf.get_layer("conv1_conv").kernel))
 
 
+def test_a_narrow_classifier_gives_a_narrow_detector(tmp_path):
+    from detection.train import train_detector
+    from resnet_tf import model_dir
+    from resnet_tf.data.preprocessing import Preprocessing
+
+    clf = ResNet(18, classes=4, width=16)
+    model = FasterRCNN(2, width=16, **SMALL)
+    assert model.width == 16 and model.get_config()["width"] == 16
+    assert model.trunk.output.shape[-1] == 64  # C4 = 4 x 16
+    copied = load_backbone_weights(model, clf)
+    assert "conv5_block2_2_conv" in copied and "conv4_block1_1_conv" in copied
+    x, _ = _problem()
+    assert model(x)["boxes"].shape[0] == 2
+    with pytest.raises(ValueError, match="conv1_conv.*width"):
+        load_backbone_weights(FasterRCNN(2, **SMALL), clf)  # a width-64 detector
+    directory = str(tmp_path / "clf")
+    model_dir.save_classifier(directory, clf, list("abcd"), None,
+                              Preprocessing.for_style("imagenet"))
+    with pytest.raises(ValueError, match="classifier .* has width 16"):
+        train_detector("synthetic", str(tmp_path / "det"), init_from=directory,
+                       model_kwargs={"width": 64})
+
+
 def test_config_round_trip_and_bad_arguments():
     model = FasterRCNN(2, class_names=["a", "b"], **SMALL)
     clone = FasterRCNN.from_config(model.get_config())

@@ -17,8 +17,8 @@ from resnet_tf.data.preprocessing import Preprocessing
 SMALL = dict(anchor_scales=(10, 16, 24), anchor_ratios=(1.0,), head_channels=16)
 
 
-def _small_localizer(classes=6, **kw):
-    clf = build("resnet8", classes=classes)
+def _small_localizer(classes=6, width=None, **kw):
+    clf = build("resnet8", classes=classes, width=width)
     loc = Localizer(clf.get_config(), **{**SMALL, **kw})
     loc.ensure_built()
     loc.load_classifier_weights(clf)
@@ -107,6 +107,41 @@ def test_localizer_directory_round_trip_and_bad_directories(tmp_path):
         load_localizer(str(tmp_path / "loc"))
     with pytest.raises(ValueError, match="needs init_from"):
         train_localizer("synthetic", str(tmp_path / "x"), init_from=None)
+
+
+def test_a_narrow_classifier_gives_a_narrow_localizer():
+    loc, clf = _small_localizer(width=8)
+    assert clf.name == "resnet8_w8" and loc.trunk.output.shape[-1] == 32  # C4: 4 x 8
+    x = np.random.default_rng(4).normal(size=(2, 32, 40, 3)).astype("float32")
+    np.testing.assert_allclose(loc.classify(x), clf(x), atol=1e-6)
+    assert loc(x)["boxes"].shape[0] == 2
+
+
+def test_batched_testing_equals_one_image_at_a_time():
+    from localization.evaluate import Tester
+
+    loc, _ = _small_localizer()
+    rng = np.random.default_rng(3)
+    for layer in loc.trunk.layers + loc.classifier.layers:  # non-trivial BN statistics
+        if hasattr(layer, "moving_variance"):
+            layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2, layer.moving_variance.shape))
+    prep = Preprocessing.for_style("cifar")
+    mean = np.full((32, 32, 3), 100.0, np.float32)
+    tester = Tester(loc, prep, mean, scales=(32, 40), flip=True, top_k=3)
+    sizes = [(32, 32), (40, 28), (32, 32), (40, 28), (32, 32)]
+    images = [rng.integers(0, 256, size=(h, w, 3)).astype(np.uint8) for h, w in sizes]
+    extras = [[k % 6] for k in range(len(images))]
+    together = tester.many(images, extras, batch_size=2)  # 2 sizes, chunks of 2 and 1
+    for image, extra, got in zip(images, extras, together):
+        alone = tester(image, extra_classes=extra)
+        np.testing.assert_array_equal(got["classes"], alone["classes"])
+        for key in ("probabilities", "scores", "boxes", "extra_boxes"):
+            np.testing.assert_allclose(got[key], alone[key], atol=1e-4, err_msg=key)
+    assert together[0]["boxes"].shape == (3, 4) and together[0]["extra_boxes"].shape == (1, 4)
+    assert not np.allclose(together[0]["boxes"], together[2]["boxes"])
+    with pytest.raises(ValueError, match="2 extra_classes entries for 5 images"):
+        tester.many(images, extras[:2])
 
 
 @pytest.mark.slow

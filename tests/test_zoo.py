@@ -73,6 +73,22 @@ def test_stage_layout_of_both_families():
     assert [s[1] for s in c.stages] == [8, 8, 8] and c.total_stride == 4
 
 
+def test_width_scales_every_stage_and_the_stem():
+    narrow = zoo.stage_layout(18, width=16)
+    assert [s[2] for s in narrow.stages] == [16, 32, 64, 128]
+    assert narrow.stem_filters == narrow.width == 16 and not narrow.is_default_width
+    assert zoo.stage_layout(18).width == 64 and zoo.stage_layout(18).is_default_width
+    assert zoo.stage_layout(18, width=64).is_default_width
+    assert [s[2] for s in zoo.stage_layout(20, width=32).stages] == [32, 64, 128]
+    assert zoo.stage_layout(20).stem_filters == 16
+    assert zoo.display_name(18) == "ResNet-18"
+    assert zoo.display_name(18, 16) == "ResNet-18 (width 16)"
+    assert zoo.display_name(20, residual=False) == "plain-20"
+    for bad in (0, -8, 2.5, True, "16"):
+        with pytest.raises(ValueError, match="width must be a positive integer"):
+            zoo.stage_layout(18, width=bad)
+
+
 def test_count_macs_needs_a_fixed_input_size():
     with pytest.raises(ValueError, match="fixed input size"):
         count_macs(build("resnet20"))
