@@ -26,6 +26,7 @@ from resnet_tf.train import label_map_for
 
 
 CHUNK = 64  # evaluation images decoded and tested together
+VIEW_PIXELS = 32 * 224 * 224  # the most input pixels one batched call may take
 
 
 class Tester:
@@ -65,8 +66,10 @@ class Tester:
     def many(self, images, extra_classes=None, batch_size=32):
         """``[self(image, extra) for image, extra in zip(images, extra_classes)]``,
         with the images of one size (and the same number of extra classes)
-        going through the network together, ``batch_size`` at a time: a
-        synthetic or resized set costs a few calls instead of two per image.
+        going through the network together, ``batch_size`` at a time (fewer
+        when the largest view is big: at most ``VIEW_PIXELS`` input pixels a
+        call): a synthetic or resized set costs a few calls instead of two
+        per image.
         """
         extras = [np.asarray(e, np.int64).reshape(-1) for e in
                   (extra_classes if extra_classes is not None else [()] * len(images))]
@@ -77,9 +80,13 @@ class Tester:
             key = (int(image.shape[0]), int(image.shape[1]), len(extras[i]))
             groups.setdefault(key, []).append(i)
         results = [None] * len(images)
-        for idx in groups.values():
-            for start in range(0, len(idx), batch_size):
-                chunk = idx[start:start + batch_size]
+        for (h, w, _), idx in groups.items():
+            # At most VIEW_PIXELS input pixels a call (the largest view's area).
+            side = max(self.scales)
+            area = side * side * max(h, w) / max(1, min(h, w))
+            step = max(1, min(int(batch_size), int(VIEW_PIXELS // area)))
+            for start in range(0, len(idx), step):
+                chunk = idx[start:start + step]
                 for i, r in zip(chunk, self._same_size([images[i] for i in chunk],
                                                        np.stack([extras[i] for i in chunk]))):
                     results[i] = r

@@ -117,7 +117,8 @@ def test_a_narrow_classifier_gives_a_narrow_localizer():
     assert loc(x)["boxes"].shape[0] == 2
 
 
-def test_batched_testing_equals_one_image_at_a_time():
+def test_batched_testing_equals_one_image_at_a_time(monkeypatch):
+    from localization import evaluate
     from localization.evaluate import Tester
 
     loc, _ = _small_localizer()
@@ -139,6 +140,10 @@ def test_batched_testing_equals_one_image_at_a_time():
         for key in ("probabilities", "scores", "boxes", "extra_boxes"):
             np.testing.assert_allclose(got[key], alone[key], atol=1e-4, err_msg=key)
     assert together[0]["boxes"].shape == (3, 4) and together[0]["extra_boxes"].shape == (1, 4)
+    # A pixel budget below one view's area tests one image a call: same results.
+    monkeypatch.setattr(evaluate, "VIEW_PIXELS", 1000)
+    for got, again in zip(together, tester.many(images, extras)):
+        np.testing.assert_allclose(got["boxes"], again["boxes"], atol=1e-4)
     assert not np.allclose(together[0]["boxes"], together[2]["boxes"])
     with pytest.raises(ValueError, match="2 extra_classes entries for 5 images"):
         tester.many(images, extras[:2])
