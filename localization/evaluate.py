@@ -80,9 +80,9 @@ class Tester:
             key = (int(image.shape[0]), int(image.shape[1]), len(extras[i]))
             groups.setdefault(key, []).append(i)
         results = [None] * len(images)
+        side = max(self.scales)
         for (h, w, _), idx in groups.items():
             # At most VIEW_PIXELS input pixels a call (the largest view's area).
-            side = max(self.scales)
             area = side * side * max(h, w) / max(1, min(h, w))
             step = max(1, min(int(batch_size), int(VIEW_PIXELS // area)))
             for start in range(0, len(idx), step):

@@ -431,12 +431,11 @@ def train_and_evaluate_localizer(s, seed, out_dir, data, clf_dir, verbose):
     truth = [(a.classes, a.boxes) for a in eval_split.annotations]
     clf = model_dir.load_classifier(clf_dir)
     probe = min(len(truth), 100)
-    testers = {}
+    tester = None
 
     def oracle(model):
-        # One tester per model: its graph functions are traced once.
-        tester = testers.setdefault(id(model), Tester(model, clf.preprocessing,
-                                                      clf.mean_image, top_k=1))
+        nonlocal tester  # built once: its graph functions are traced once
+        tester = tester or Tester(model, clf.preprocessing, clf.mean_image, top_k=1)
         found = tester.many(eval_split.images[:probe],
                             [[int(t[0][0])] for t in truth[:probe]])
         return oracle_error([r["extra_boxes"][0] for r in found], truth[:probe])

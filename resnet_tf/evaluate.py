@@ -93,20 +93,20 @@ def evaluate_classifier(model_or_dir, data, crops="center", *, batch_size=64,
 
     label_map = label_map_for(source.class_names, clf.class_names, data)
     counter = SkipCounter()
-    model, prep, mean = clf.model, clf.preprocessing, clf.mean_image
+    prep, mean = clf.preprocessing, clf.mean_image
+    run = classifier_function(clf.model)
     if crops == "center":
         ds = make_dataset(split, prep, mean, training=False, batch_size=batch_size,
                           cache=False, counter=counter, label_map=label_map)
         if max_images:
             ds = ds.unbatch().take(max_images).batch(batch_size)
         probs, labels = [], []
-        run = classifier_function(model)
         for x, y in ds:
             probs.append(np.asarray(run(x), np.float32))
             labels.append(y.numpy())
         probs, labels = np.concatenate(probs), np.concatenate(labels)
     else:
-        probs, labels = _per_image(model, split, prep, mean, crops, counter,
+        probs, labels = _per_image(run, split, prep, mean, crops, counter,
                                    label_map, max_images, multiscale_flip)
     top1, top5 = top_k_errors(probs, labels)
     return {"data": data, "split": split.name, "crops": crops, "images": len(labels),
@@ -114,7 +114,7 @@ def evaluate_classifier(model_or_dir, data, crops="center", *, batch_size=64,
             "skipped_images": counter.count}
 
 
-def _per_image(model, split, prep, mean, crops, counter, label_map, max_images,
+def _per_image(run, split, prep, mean, crops, counter, label_map, max_images,
                flip):
     mean_t = None if mean is None else tf.constant(mean, tf.float32)
     ds = decoded_examples(split, counter)
@@ -130,7 +130,6 @@ def _per_image(model, split, prep, mean, crops, counter, label_map, max_images,
                     num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     probs, labels = [], []
-    run = classifier_function(model)
     for views, y in ds:
         if crops == "10":
             p = np.asarray(run(views), np.float32).mean(0)

@@ -161,7 +161,6 @@ def serving_dtype(model_or_policy):
     policy, its name, or a model whose layers use it) is mixed_bfloat16
     (weights then stored in bfloat16, nothing cast per call), else None (the
     model's own dtypes)."""
-    import keras
 
     if isinstance(model_or_policy, keras.Model):
         names = {getattr(l.dtype_policy, "name", None) for l in model_or_policy.layers}
@@ -202,7 +201,6 @@ def serving_function(model, dtype="auto"):
     norm folded (``fold_batch_norms``, ``dtype`` "auto" = ``serving_dtype``)
     and, on TensorFlow, frozen (``freeze``) for float32 [None, *input shape]
     batches. On other backends the folded model itself."""
-    import keras
 
     folded = fold_batch_norms(model, dtype=serving_dtype(model) if dtype == "auto" else dtype)
     if keras.backend.backend() != "tensorflow":
