@@ -9,7 +9,7 @@ import keras
 
 from resnet_tf import zoo
 from resnet_tf.blocks import BlockOptions, apply_stage
-from resnet_tf.weights import assign_by_name, named_weights
+from resnet_tf.weights import assign_by_name, named_weights, weighted_layers
 
 
 def build_rpn_head(in_channels=1024, num_anchors=9, conv_channels=None,
@@ -78,16 +78,9 @@ def load_backbone_weights(model, classifier):
     mismatch names the first layer that differs.
     """
     source = named_weights(classifier)
-    mine = {l.name for l in _weighted_layers(model)}
+    mine = {l.name for l in weighted_layers(model)}
     shared = {n: w for n, w in source.items() if n in mine}
     skip = tuple(n for n in mine if n not in shared)
     assign_by_name(model, shared, source=f"classifier {classifier.name!r}", skip=skip)
     return sorted(shared)
 
-
-def _weighted_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _weighted_layers(layer)
-        elif layer.weights:
-            yield layer

@@ -64,6 +64,10 @@ class FasterRCNN(keras.Model):
         score_threshold, detection_nms, max_detections: test-time per-class
             NMS settings.
         seed: sampling seed.
+        stride_on, conv_bias, bn_epsilon: the backbone layout (``ResNet``'s
+            arguments); take the classifier's when fine-tuning from one, so
+            imported v1 (keras.applications: "1x1", bias, 1.001e-5) and v1.5
+            (torchvision: "3x3", no bias, 1e-5) weights load exactly.
     """
 
     def __init__(self, num_classes, depth=50, class_names=None,
@@ -72,7 +76,8 @@ class FasterRCNN(keras.Model):
                  roi_positive_fraction=0.25, proposals=None, pooler="align",
                  pooled_size=14, frozen_bn=True, freeze_at=2, weight_decay=1e-4,
                  score_threshold=0.05, detection_nms=0.5, max_detections=100,
-                 seed=0, width=None, **kwargs):
+                 seed=0, width=None, stride_on="1x1", conv_bias=False, bn_epsilon=1e-5,
+                 **kwargs):
         super().__init__(**kwargs)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
@@ -98,9 +103,12 @@ class FasterRCNN(keras.Model):
         self.detection_nms = float(detection_nms)
         self.max_detections = int(max_detections)
         self.seed = int(seed)
+        self.stride_on, self.conv_bias = stride_on, bool(conv_bias)
+        self.bn_epsilon = float(bn_epsilon)
 
         # === Layers ===
-        options = BlockOptions(shortcut="B", weight_decay=weight_decay)
+        options = BlockOptions(shortcut="B", weight_decay=weight_decay, stride_on=stride_on,
+                               conv_bias=self.conv_bias, bn_epsilon=self.bn_epsilon)
         images = keras.Input((None, None, 3), name="images")
         c4 = apply_trunk(images, layout, options, last_level="C4")["C4"]
         self.trunk = keras.Model(images, c4, name="trunk")
@@ -258,6 +266,8 @@ class FasterRCNN(keras.Model):
             "freeze_at": self.freeze_at, "weight_decay": self.weight_decay,
             "score_threshold": self.score_threshold, "detection_nms": self.detection_nms,
             "max_detections": self.max_detections, "seed": self.seed, "name": self.name,
+            "stride_on": self.stride_on, "conv_bias": self.conv_bias,
+            "bn_epsilon": self.bn_epsilon,
         }
 
     @classmethod

@@ -43,8 +43,8 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
             ``detection.data.sources``); the training split.
         init_from: a resnet-tf classifier directory: conv1..conv4 go into the
             shared trunk, conv5 into the RoI head, its per-pixel mean (as a
-            per-channel mean) into the preprocessing, and its depth and width
-            are used.
+            per-channel mean) into the preprocessing, and its depth, width and
+            layout (stride_on, conv_bias, bn_epsilon) are used.
             None trains from scratch (trainable BN, nothing frozen).
         learning_rate: 0.001, divided by 10 after ``decay_fraction`` of the run
             (the paper's COCO schedule: 240k of 320k iterations), after a
@@ -83,6 +83,15 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
                              f"{init_from} has width {clf.model.width}; leave width out "
                              "when fine-tuning from a classifier.")
         kwargs["width"] = clf.model.width
+        # The classifier's layout: imported weights are v1 with conv bias
+        # (keras.applications) or v1.5 without (torchvision, timm).
+        for key in ("stride_on", "conv_bias", "bn_epsilon"):
+            have = getattr(clf.model, key)
+            if kwargs.get(key) not in (None, have):
+                raise ValueError(f"model_kwargs {key}={kwargs[key]!r} but the classifier in "
+                                 f"{init_from} has {key}={have!r}; leave {key} out when "
+                                 "fine-tuning from a classifier.")
+            kwargs[key] = have
         if clf.mean_image is not None:
             mean_rgb = tuple(float(v) for v in np.asarray(clf.mean_image).mean(axis=(0, 1)))
     else:

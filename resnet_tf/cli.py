@@ -1,6 +1,7 @@
 """The ``resnet-tf`` command line.
 
     resnet-tf models [NAME ...] [--shortcuts A,B,C] [--json]
+    resnet-tf import classifier --from keras-applications|torchvision|timm|keras-hub PATH --out DIR
     resnet-tf train classifier --config cifar|imagenet --model resnet20 --data SPEC --out DIR
     resnet-tf evaluate classifier --model DIR --data SPEC [--crops center|10|multiscale] [--json]
     resnet-tf predict classifier --model DIR IMAGE... [--json]
@@ -51,6 +52,7 @@ def build_parser():
     add_models(sub)
     tasks = {verb: _task_parser(sub, verb, f"{verb} a model")
              for verb in ("train", "evaluate", "predict", "export")}
+    add_import(_task_parser(sub, "import", "import weights you already have"))
     add_train(tasks["train"])
     add_evaluate(tasks["evaluate"])
     add_predict(tasks["predict"])
@@ -98,6 +100,51 @@ def _data_options(p):
     p.add_argument("--manual-dir", help="TFDS manual_dir (e.g. the ImageNet tar files)")
     p.add_argument("--download", action="store_true",
                    help="let TFDS download and prepare a missing dataset (off by default)")
+
+
+# --- resnet-tf import classifier --------------------------------------------
+
+
+def add_import(tasks):
+    from resnet_tf.weights.importer import SOURCES
+
+    p = tasks.add_parser(
+        "classifier", help="ImageNet weights you have -> a classifier directory",
+        description="Read a keras.applications (.h5 weights, .keras/.h5 model), "
+        "torchvision (.pth), timm (.safetensors/.pth) or keras-hub (preset folder) "
+        "ResNet and write a classifier directory that takes resnet-tf's input (the "
+        "source's BGR/mean/std convention is folded into conv1). evaluate, predict, "
+        "export and --init-from of train detector/localizer take it unchanged.")
+    p.add_argument("--from", dest="source", required=True, choices=SOURCES,
+                   help="the framework that wrote the file")
+    p.add_argument("path", help="the weight file (keras-hub: the preset folder)")
+    p.add_argument("--out", required=True, help="the classifier directory to write")
+    p.add_argument("--class-index", help="class names: imagenet_class_index.json (Keras) "
+                   "or LOC_synset_mapping.txt; without it names are numbered")
+    p.add_argument("--classes", type=int, help="class count for a file without its top "
+                   "layer (a new top is initialised randomly)")
+    p.add_argument("--depth", type=int, help="check that the file holds this depth")
+    p.add_argument("--seed", type=int, default=0, help="seed of a new top layer")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_import_classifier)
+
+
+def run_import_classifier(args):
+    from resnet_tf.weights.importer import import_classifier
+
+    info = import_classifier(args.source, args.path, args.out, class_index=args.class_index,
+                             classes=args.classes, depth=args.depth, seed=args.seed)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    lay = info["layout"]
+    print(f"Imported {info['source']} ResNet-{info['depth']} from {info['file']} "
+          f"(stride on the {lay['stride_on']}, conv bias {lay['conv_bias']}, BN epsilon "
+          f"{lay['bn_epsilon']:g}) into {info['directory']} in {info['seconds']:.1f} s.")
+    print(f"Input convention folded into conv1: {info['convention']['description']}.")
+    print(f"Classes: {info['classes']}, names {info['class_names_from']}; top layer "
+          f"{info['top']}.")
+    return 0
 
 
 # --- resnet-tf train classifier ---------------------------------------------

@@ -181,13 +181,15 @@ def predict_files(model_or_dir, paths, top=5, class_index=None):
     Returns one dict per readable file: ``{"path", "predictions": [{"class",
     "name", "probability"}...]}``; unreadable files get ``{"path", "error"}``.
     ``class_index`` (a class-index file) renames classes whose names are
-    WordNet IDs (e.g. folders named n01440764) to human-readable names.
+    WordNet IDs (e.g. folders named n01440764) to human-readable names; an
+    imported classifier's directory already holds them
+    (``class_display_names``).
     """
     from resnet_tf.data.decode import read_image_file
 
     clf = (model_dir.load_classifier(model_or_dir)
            if isinstance(model_or_dir, (str, os.PathLike)) else model_or_dir)
-    names = list(clf.class_names)
+    names = list(clf.meta.get("class_display_names") or clf.class_names)
     if class_index:
         human, synsets = read_class_index(class_index)
         by_wnid = dict(zip(synsets, human))

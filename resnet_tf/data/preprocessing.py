@@ -38,6 +38,9 @@ class Preprocessing:
         pad: CIFAR: zero padding before the random crop.
         mean_subtraction: subtract the per-pixel mean image.
         multiscale: shorter sides for multi-scale fully-convolutional testing.
+        imported_from: None for a network trained by resnet-tf; for imported
+            weights, where they came from and the input convention folded
+            into conv1 (``resnet_tf.weights.import_classifier``).
     """
 
     style: str = "imagenet"
@@ -50,6 +53,7 @@ class Preprocessing:
     pad: int = 4
     mean_subtraction: bool = True
     multiscale: tuple = (224, 256, 384, 480, 640)
+    imported_from: dict = None
 
     def __post_init__(self):
         if self.style not in STYLES:

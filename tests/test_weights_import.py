@@ -1,0 +1,403 @@
+"""Importing the ImageNet weights users have: each source's own model and
+preprocessing against ``predict_files`` on the imported directory, on real
+JPEGs; the folding guarded by sabotage; and every clear error.
+
+The source models are built with random weights and BN statistics of the
+real images, and saved in their framework's real file format (torch.save,
+safetensors, Keras 2 HDF5 weights written by tf_keras, Keras 3 .keras/.h5).
+Nothing is downloaded.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras
+
+from conftest import REPO, shared_data
+from resnet_tf import model_dir
+from resnet_tf.weights import convention, import_classifier, importer
+
+pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+
+def real_image_paths():
+    hym = shared_data("hymenoptera") / "hymenoptera_data" / "val"
+    loc = shared_data("imagenet-val-loc") / "images"
+    return [str(hym / "ants" / "10308379_1b6c72e180.jpg"),
+            str(hym / "bees" / sorted(os.listdir(hym / "bees"))[0]),
+            str(loc / "ILSVRC2012_val_00000034.JPEG"),  # grayscale
+            str(loc / "ILSVRC2012_val_00000001.JPEG"),
+            str(loc / "ILSVRC2012_val_00000002.JPEG")]
+
+
+@pytest.fixture(scope="module")
+def real_pixels(tmp_path_factory):
+    """``(paths, float32 [N, 224, 224, 3])``: the exact view ``predict``
+    feeds (shorter side 256, centre 224), before mean subtraction."""
+    from resnet_tf.data.decode import read_image_file
+    from resnet_tf.data.preprocessing import Preprocessing
+
+    prep = Preprocessing.for_style("imagenet")
+    paths = real_image_paths()
+    views = []
+    for p in paths:
+        image, error = read_image_file(p)
+        assert error is None, (p, error)
+        views.append(np.asarray(prep.mean_view(image), np.float32))
+    pixels = np.stack(views)
+    npy = tmp_path_factory.mktemp("pixels") / "pixels.npy"
+    np.save(npy, pixels)
+    return paths, pixels, str(npy)
+
+
+def torch_source(arch, pixels_npy, out, *extra):
+    """Run tests/torch_source.py; returns the source's logits [N, classes]."""
+    logits = str(out) + ".logits.npy"
+    subprocess.run([sys.executable, str(REPO / "tests" / "torch_source.py"), arch,
+                    pixels_npy, str(out), logits, *extra], check=True,
+                   env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    return np.load(logits)
+
+
+def imported_logits(directory, paths):
+    """``predict_files`` on the imported directory, with the top's softmax
+    switched off so the logits themselves are compared."""
+    from resnet_tf.evaluate import predict_files
+
+    clf = model_dir.load_classifier(directory)
+    clf.model.get_layer("predictions").activation = keras.activations.linear
+    n = len(clf.class_names)
+    out = np.zeros((len(paths), n), np.float32)
+    for i, row in enumerate(predict_files(clf, paths, top=n)):
+        assert "error" not in row, row
+        for p in row["predictions"]:
+            out[i, p["class"]] = p["probability"]
+    return out
+
+
+def relative_gap(ours, theirs):
+    """Largest |difference| over the largest |logit| of the source."""
+    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
+def keras_source(pixels, include_top=True, seed=0):
+    """keras.applications ResNet50 (logits out) with random weights and BN
+    statistics of ``pixels`` under its own caffe preprocessing."""
+    keras.utils.set_random_seed(seed)
+    src = keras.applications.ResNet50(weights=None, include_top=include_top,
+                                      classifier_activation=None, input_shape=(224, 224, 3))
+    x = keras.applications.resnet.preprocess_input(pixels.copy())
+    rng = np.random.default_rng(seed)
+    bns = [l for l in src.layers if isinstance(l, keras.layers.BatchNormalization)]
+    for bn in bns:
+        bn.gamma.assign(rng.uniform(0.5, 1.5, bn.gamma.shape))
+        bn.beta.assign(rng.normal(0, 0.2, bn.beta.shape))
+        bn.momentum = 0.0  # one training-mode call leaves this batch's statistics
+    src(x, training=True)
+    for bn in bns:
+        bn.momentum = 0.99
+    return src, np.asarray(src(x, training=False))
+
+
+def save_keras2_weights(src, path, include_top=True):
+    """The downloaded keras.applications file format: Keras 2 HDF5 weights,
+    written by tf_keras (Keras 2) from the same weights."""
+    tf_keras = pytest.importorskip("tf_keras")
+    k2 = tf_keras.applications.ResNet50(weights=None, include_top=include_top,
+                                        input_shape=(224, 224, 3))
+    for layer in k2.layers:
+        if layer.weights:
+            layer.set_weights(src.get_layer(layer.name).get_weights())
+    k2.save_weights(str(path))
+
+
+# --- equality with each source's own model and preprocessing ------------------
+
+
+@pytest.mark.slow
+def test_keras_applications_h5_weights_match_keras_preprocess_input(real_pixels, tmp_path):
+    paths, pixels, _ = real_pixels
+    src, want = keras_source(pixels)
+    h5 = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+    save_keras2_weights(src, h5)
+    info = import_classifier("keras-applications", str(h5), str(tmp_path / "clf"))
+    assert info["depth"] == 50 and info["layout"] == {
+        "stride_on": "1x1", "conv_bias": True, "bn_epsilon": pytest.approx(1.001e-5)}
+    got = imported_logits(str(tmp_path / "clf"), paths)
+    assert relative_gap(got, want) < 1e-4
+    assert (got.argmax(1) == want.argmax(1)).all()
+    # The saved whole model, .keras and legacy .h5, give the same weights.
+    for name in ("model.keras", "model.h5"):
+        src.save(tmp_path / name)
+        import_classifier("keras-applications", str(tmp_path / name), str(tmp_path / name[6:]))
+        a = model_dir.load_classifier(str(tmp_path / "clf")).model
+        b = model_dir.load_classifier(str(tmp_path / name[6:])).model
+        for la, lb in zip(a.weights, b.weights):
+            np.testing.assert_array_equal(np.asarray(la), np.asarray(lb))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_torchvision_pth_matches_torch_normalisation(real_pixels, tmp_path, arch):
+    paths, _, npy = real_pixels
+    pth = tmp_path / f"{arch}.pth"
+    want = torch_source(f"torchvision:{arch}", npy, pth)
+    info = import_classifier("torchvision", str(pth), str(tmp_path / "clf"))
+    assert info["layout"] == {"stride_on": "3x3", "conv_bias": False, "bn_epsilon": 1e-5}
+    got = imported_logits(str(tmp_path / "clf"), paths)
+    assert relative_gap(got, want) < 1e-4
+    meta = model_dir.read_meta(str(tmp_path / "clf"))
+    assert meta["preprocessing"]["imported_from"]["framework"] == "torchvision"
+    mean = np.load(tmp_path / "clf" / "mean_image.npy")
+    np.testing.assert_allclose(mean[0, 0], 255 * np.array(convention.IMAGENET_MEAN_RGB),
+                               rtol=1e-6)
+    assert np.ptp(mean.reshape(-1, 3), axis=0).max() == 0  # a constant image
+
+
+@pytest.mark.slow
+def test_timm_safetensors_reads_its_pretrained_config(real_pixels, tmp_path):
+    """A hub-style timm folder whose config.json has its own mean and std
+    (Inception-style 0.5/0.5): the import must use them, not ImageNet's."""
+    paths, _, npy = real_pixels
+    st = tmp_path / "model.safetensors"
+    want = torch_source("timm:resnet18", npy, st, "--mean", "0.5,0.5,0.5",
+                        "--std", "0.5,0.5,0.5", "--config-json")
+    info = import_classifier("timm", str(st), str(tmp_path / "clf"))
+    assert info["convention"]["mean_rgb_0_255"] == [127.5] * 3
+    assert relative_gap(imported_logits(str(tmp_path / "clf"), paths), want) < 1e-4
+    # The same weights as a .pth state dict without a config: ImageNet's
+    # convention, so the logits differ from the 0.5/0.5 source.
+    import torch
+    from safetensors.torch import load_file
+
+    os.remove(tmp_path / "config.json")
+    pth = tmp_path / "plain" / "resnet18.pth"
+    pth.parent.mkdir()
+    torch.save(load_file(str(st)), pth)
+    import_classifier("timm", str(pth), str(tmp_path / "clf2"))
+    assert relative_gap(imported_logits(str(tmp_path / "clf2"), paths), want) > 1e-2
+
+
+# --- the comparisons fail when the fold is broken -----------------------------
+
+
+def _fold_without_permutation(kernel, conv):
+    return convention.fold_into_conv1(kernel, convention.InputConvention(
+        "RGB", conv.mean, conv.std))
+
+
+def _fold_without_std(kernel, conv):
+    return convention.fold_into_conv1(kernel, convention.InputConvention(
+        conv.channel_order, conv.mean, (1.0, 1.0, 1.0)))
+
+
+@pytest.mark.slow
+def test_the_comparisons_fail_with_the_fold_broken(real_pixels, tmp_path, monkeypatch):
+    paths, pixels, npy = real_pixels
+    src, want_keras = keras_source(pixels)
+    h5 = tmp_path / "k.h5"
+    save_keras2_weights(src, h5)
+    pth = tmp_path / "r18.pth"
+    want_torch = torch_source("torchvision:resnet18", npy, pth)
+    monkeypatch.setattr(importer, "fold_into_conv1", _fold_without_permutation)
+    import_classifier("keras-applications", str(h5), str(tmp_path / "a"))
+    assert relative_gap(imported_logits(str(tmp_path / "a"), paths), want_keras) > 1e-2
+    monkeypatch.setattr(importer, "fold_into_conv1", _fold_without_std)
+    import_classifier("torchvision", str(pth), str(tmp_path / "b"))
+    assert relative_gap(imported_logits(str(tmp_path / "b"), paths), want_torch) > 1e-2
+
+
+def test_fold_is_exact_on_random_convolutions():
+    """The folded kernel on ``rgb - mean`` equals the source kernel on the
+    source's normalised input, zero padding included (numpy, both orders)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    rgb = rng.uniform(0, 255, (2, 9, 11, 3)).astype(np.float32)
+    kernel = rng.normal(size=(7, 7, 3, 4)).astype(np.float32)
+    for conv in (convention.KERAS_CAFFE, convention.TORCH_IMAGENET):
+        want = tf.nn.conv2d(conv.apply(rgb).astype(np.float32), kernel, 2, "SAME")
+        ours = tf.nn.conv2d(rgb - np.asarray(conv.mean, np.float32),
+                            convention.fold_into_conv1(kernel, conv), 2, "SAME")
+        np.testing.assert_allclose(ours, want, rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="3-channel"):
+        convention.fold_into_conv1(np.zeros((7, 7, 4, 8)), convention.KERAS_CAFFE)
+
+
+# --- class names --------------------------------------------------------------
+
+
+def _tiny_torchvision_file(tmp_path, classes=1000, top=True, depth=18):
+    """A torchvision-layout ResNet state dict written by torch.save, built
+    from resnet-tf's own key mapping in reverse (no torchvision import in
+    this process)."""
+    import torch
+
+    from resnet_tf.zoo import IMAGENET_STAGES
+
+    kind, counts = IMAGENET_STAGES[depth]
+    g = torch.Generator().manual_seed(0)
+    state = {}
+
+    def conv(key, o, i, k):
+        state[key] = torch.randn(o, i, k, k, generator=g) * 0.05
+
+    def bn(key, c):
+        for name, v in (("weight", torch.ones(c)), ("bias", torch.zeros(c)),
+                        ("running_mean", torch.zeros(c)), ("running_var", torch.ones(c))):
+            state[f"{key}.{name}"] = v
+        state[f"{key}.num_batches_tracked"] = torch.tensor(0)
+
+    conv("conv1.weight", 64, 3, 7)
+    bn("bn1", 64)
+    cin = 64
+    for s, n in enumerate(counts, 1):
+        w = 64 * 2 ** (s - 1)
+        out = w * (4 if kind == "bottleneck" else 1)
+        for b in range(n):
+            p = f"layer{s}.{b}"
+            if kind == "bottleneck":
+                conv(f"{p}.conv1.weight", w, cin, 1)
+                conv(f"{p}.conv2.weight", w, w, 3)
+                conv(f"{p}.conv3.weight", out, w, 1)
+                for i, c in ((1, w), (2, w), (3, out)):
+                    bn(f"{p}.bn{i}", c)
+            else:
+                conv(f"{p}.conv1.weight", w, cin, 3)
+                conv(f"{p}.conv2.weight", w, w, 3)
+                bn(f"{p}.bn1", w)
+                bn(f"{p}.bn2", w)
+            if b == 0 and (cin != out or s > 1):
+                conv(f"{p}.downsample.0.weight", out, cin, 1)
+                bn(f"{p}.downsample.1", out)
+            cin = out
+    if top:
+        state["fc.weight"] = torch.randn(classes, cin, generator=g) * 0.01
+        state["fc.bias"] = torch.zeros(classes)
+    path = tmp_path / f"resnet{depth}{'' if top else '_notop'}.pth"
+    torch.save(state, path)
+    return str(path)
+
+
+def test_class_index_files_give_wnids_and_display_names(tmp_path):
+    from resnet_tf.evaluate import predict_files
+
+    meta_dir = shared_data("imagenet-meta")
+    pth = _tiny_torchvision_file(tmp_path)
+    for i, index in enumerate(("imagenet_class_index.json", "LOC_synset_mapping.txt")):
+        out = tmp_path / f"clf{i}"
+        info = import_classifier("torchvision", pth, str(out),
+                                 class_index=str(meta_dir / index))
+        meta = model_dir.read_meta(str(out))
+        assert meta["class_names"][:2] == ["n01440764", "n01443537"]
+        assert meta["class_display_names"][0] == "tench"
+        assert info["class_names_from"].endswith(index)
+    row = predict_files(str(tmp_path / "clf0"), real_image_paths()[:1], top=1)[0]
+    assert row["predictions"][0]["name"] in meta["class_display_names"]
+    # Without a class index: numbered names, and the summary says so.
+    info = import_classifier("torchvision", pth, str(tmp_path / "plain"))
+    assert model_dir.read_meta(str(tmp_path / "plain"))["class_names"][7] == "class_0007"
+    assert info["class_names_from"].startswith("numbered")
+
+
+def test_a_no_top_file_needs_classes_and_gets_a_new_top(tmp_path):
+    pth = _tiny_torchvision_file(tmp_path, top=False)
+    with pytest.raises(ValueError, match=r"resnet18_notop\.pth.*no classifier layer.*--classes"):
+        import_classifier("torchvision", pth, str(tmp_path / "x"))
+    info = import_classifier("torchvision", pth, str(tmp_path / "c5"), classes=5)
+    assert info["classes"] == 5 and info["top"].startswith("new")
+    with pytest.raises(ValueError, match="1000 classes, but --classes 5"):
+        import_classifier("torchvision", _tiny_torchvision_file(tmp_path), str(tmp_path / "y"),
+                          classes=5)
+
+
+# --- clear errors, each naming the file ----------------------------------------
+
+
+def test_wrong_architecture_or_depth_is_named(tmp_path):
+    import torch
+
+    vgg = tmp_path / "vgg16.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3),
+                "features.0.bias": torch.zeros(64)}, vgg)
+    with pytest.raises(ValueError, match=r"vgg16\.pth: no 7x7 stem"):
+        import_classifier("torchvision", str(vgg), str(tmp_path / "x"))
+    r18 = _tiny_torchvision_file(tmp_path)
+    with pytest.raises(ValueError, match=r"resnet18\.pth: holds a ResNet-18, not the ResNet-50"):
+        import_classifier("torchvision", r18, str(tmp_path / "x"), depth=50)
+    # A ResNeXt-like file: grouped 3x3 kernels.
+    state = torch.load(_tiny_torchvision_file(tmp_path, depth=50), weights_only=True)
+    state["layer1.0.conv2.weight"] = state["layer1.0.conv2.weight"][:, :2]
+    torch.save(state, tmp_path / "resnext.pth")
+    with pytest.raises(ValueError, match=r"resnext\.pth: grouped"):
+        import_classifier("torchvision", str(tmp_path / "resnext.pth"), str(tmp_path / "x"))
+    # keras.applications ResNet50V2 (pre-activation) is refused by name.
+    v2 = keras.applications.ResNet50V2(weights=None, include_top=False,
+                                       input_shape=(64, 64, 3))
+    v2.save(tmp_path / "resnet50v2.keras")
+    with pytest.raises(ValueError, match=r"resnet50v2\.keras: a pre-activation ResNetV2"):
+        import_classifier("keras-applications", str(tmp_path / "resnet50v2.keras"),
+                          str(tmp_path / "x"))
+
+
+def test_truncated_garbage_and_lfs_pointer_files_are_named(tmp_path):
+    good = _tiny_torchvision_file(tmp_path)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(open(good, "rb").read()[:100_000])
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(os.urandom(5000))
+    lfs = tmp_path / "resnet50.pth"
+    lfs.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:"
+                   + "0" * 64 + "\nsize 102530333\n")
+    cases = [("torchvision", truncated, r"truncated\.pth: could not read it"),
+             ("timm", truncated, r"truncated\.pth: could not read it"),
+             ("keras-applications", garbage, r"garbage\.h5: not a keras.applications file"),
+             ("torchvision", lfs, r"resnet50\.pth: this is a git-lfs pointer"),
+             ("keras-applications", lfs, r"resnet50\.pth: this is a git-lfs pointer"),
+             ("torchvision", tmp_path / "missing.pth", r"missing\.pth: no such"),
+             ("torchvision", tmp_path, "is a folder")]
+    bad_st = tmp_path / "bad.safetensors"
+    bad_st.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json")
+    cases.append(("timm", bad_st, r"bad\.safetensors: could not read it"))
+    h5 = tmp_path / "half.h5"
+    keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3)).save(tmp_path / "m.h5")
+    h5.write_bytes((tmp_path / "m.h5").read_bytes()[:300_000])
+    cases.append(("keras-applications", h5, r"half\.h5: could not read it"))
+    for source, path, message in cases:
+        with pytest.raises(ValueError, match=message):
+            import_classifier(source, str(path), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_a_torch_file_without_torch_says_what_to_install(tmp_path):
+    pth = _tiny_torchvision_file(tmp_path)
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from resnet_tf.weights import import_classifier\n"
+            f"import_classifier('torchvision', {pth!r}, {str(tmp_path / 'x')!r})\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=REPO)
+    assert r.returncode != 0
+    assert "resnet18.pth: reading PyTorch checkpoints needs torch" in r.stderr
+    assert "pip install torch" in r.stderr
+
+
+def test_cli_import_classifier_json(tmp_path, capsys):
+    from resnet_tf.cli import main
+
+    pth = _tiny_torchvision_file(tmp_path)
+    index = shared_data("imagenet-meta") / "imagenet_class_index.json"
+    rc = main(["import", "classifier", "--from", "torchvision", pth, "--out",
+               str(tmp_path / "clf"), "--class-index", str(index), "--json"])
+    assert rc == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["depth"] == 18 and info["classes"] == 1000
+    assert info["convention"]["channel_order"] == "RGB"
+    rc = main(["import", "classifier", "--from", "torchvision", str(tmp_path / "no.pth"),
+               "--out", str(tmp_path / "c2")])
+    assert rc == 2 and "no.pth: no such" in capsys.readouterr().err
