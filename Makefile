@@ -15,9 +15,9 @@ test: $(VENV)/.dev
 test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest tests -ra -m "not slow"
 
+# The peers (torch, tf-keras) are in the dev requirements: the weight-import
+# tests write their file formats.
 bench: $(VENV)/.dev
-	$(PIP) torch==2.13.0
-	$(PIP) --no-deps -r requirements-bench.txt
 	$(BIN)/python benchmarks/train_throughput.py
 
 setup: $(VENV)/.dev

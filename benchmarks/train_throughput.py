@@ -17,7 +17,7 @@ Peers (the same network and batch everywhere):
   (paper settings: no conv bias, weight decay 1e-4, fused BN on TF), under
   the Keras dtype policy as ``resnet-tf train --precision`` sets it;
 - ``tf_keras``: ``tf_keras.applications.ResNet50`` (Keras 2, package
-  tf-keras, see requirements-bench.txt), policy via
+  tf-keras, in requirements-nodeps.txt), policy via
   ``tf_keras.mixed_precision``;
 - ``torch``: a plain PyTorch ResNet (benchmarks/_torch_resnet.py),
   channels_last, bfloat16 via ``torch.autocast("cpu")``;

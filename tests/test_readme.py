@@ -196,6 +196,34 @@ def _ilsvrc_subset(dest, n=6):
     shutil.copy(src / "LOC_synset_mapping.txt", dest / "LOC_synset_mapping.txt")
 
 
+def _weight_files(dest):
+    """The ImageNet weight files the README's import examples name, each in
+    its framework's real format with random weights (nothing downloads)."""
+    import numpy as np
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from test_weights_import import torch_source
+
+    with h5py.File(dest / "resnet50_weights_tf_dim_ordering_tf_kernels.h5", "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(
+            f, keras.applications.ResNet50(weights=None))
+    keras.backend.clear_session()
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.save(dest / "pixels.npy", pixels)
+    torch_source("torchvision:resnet18", str(dest / "pixels.npy"),
+                 dest / "resnet18-f37072fd.pth")
+    torch_source("timm:resnet18", str(dest / "pixels.npy"), dest / "model.safetensors")
+    try:
+        from test_weights_keras_hub import make_classifier
+    except pytest.skip.Exception:  # keras-hub not installed: the command must say so
+        return
+    make_classifier(18, np.resize(pixels, (2, 224, 224, 3))).save_to_preset(
+        str(dest / "resnet_18_imagenet"))
+    keras.backend.clear_session()
+
+
 # Where the README names something this machine does not have.
 SUBSTITUTIONS = [
     # The shared data, wherever it is.
@@ -246,6 +274,7 @@ def test_shell_examples_run(tmp_path, monkeypatch, capsys):
                tmp_path / "cells.jpg")
     os.symlink(tmp_path / "photo.jpg", tmp_path / "cat.jpg")
     _ilsvrc_subset(tmp_path / "ilsvrc")
+    _weight_files(tmp_path)
 
     ran = []
     with tfds.testing.mock_data(num_examples=8):
@@ -259,7 +288,8 @@ def test_shell_examples_run(tmp_path, monkeypatch, capsys):
             out = capsys.readouterr()
             assert code == 0, f"{line}\n{out.out[-2000:]}\n{out.err[-2000:]}"
             ran.append(" ".join(argv[:2]))
-    for name in ("train classifier", "evaluate classifier", "predict classifier",
+    for name in ("import classifier", "train classifier", "evaluate classifier",
+                 "predict classifier",
                  "train detector", "evaluate detector", "predict detector",
                  "train localizer", "evaluate localizer", "predict localizer",
                  "export classifier", "export detector", "export localizer"):

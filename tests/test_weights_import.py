@@ -401,3 +401,18 @@ def test_cli_import_classifier_json(tmp_path, capsys):
     rc = main(["import", "classifier", "--from", "torchvision", str(tmp_path / "no.pth"),
                "--out", str(tmp_path / "c2")])
     assert rc == 2 and "no.pth: no such" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_keras_hub_preset_matches_its_image_converter(real_pixels, tmp_path):
+    pytest.importorskip("keras_hub")
+    from test_weights_keras_hub import make_classifier
+
+    paths, pixels, _ = real_pixels
+    clf = make_classifier(18, pixels)
+    want = np.asarray(clf(clf.preprocessor.image_converter(pixels), training=False))
+    clf.save_to_preset(str(tmp_path / "resnet_18_imagenet"))
+    info = import_classifier("keras-hub", str(tmp_path / "resnet_18_imagenet"),
+                             str(tmp_path / "clf"))
+    assert info["layout"]["stride_on"] == "3x3"
+    assert relative_gap(imported_logits(str(tmp_path / "clf"), paths), want) < 1e-4

@@ -92,7 +92,7 @@ def read_keras_hub(path, convention=None):
           ``x = rgb * scale + offset`` on RGB pixels in [0, 255] (per
           channel), i.e. ``mean = -offset / scale`` and ``std = 1 / scale``
           in pixel units.
-        - ``details``: preset class names, the converter's image size and
+        - ``details``: the preset's Keras classes, the converter's image size and
           interpolation, the head's activation and dropout, keras-hub
           version, where the convention came from.
     Raises:
@@ -216,7 +216,7 @@ def convention_from_converter(converter, where=""):
     if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
         raise ValueError(f"{where}: image converter scale {scale.tolist()} must be positive "
                          "and finite to be a mean/std normalisation.")
-    mean = -offset / scale
+    mean = -offset / scale + 0.0  # + 0.0: no -0.0 in the record
     std = 1.0 / scale
     # Rounded to 1e-9 pixel levels: float noise of -offset / scale, no more.
     return InputConvention(
@@ -378,20 +378,36 @@ def _deserialize(keras, cfg, path):
         return keras.saving.deserialize_keras_object(cfg)
     except Exception as e:
         raise ValueError(f"{path}: keras-hub could not build the model it describes "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})."
-                         ) from e
+                         f"({type(e).__name__}: {_lines(e, 1)}).") from e
 
 
 def _load(load, weights_path, config_path):
+    """Run keras-hub's ``load`` (Keras ``load_weights``) on ``weights_path``.
+
+    Keras raises when a layer finds no or misshapen variables in the file;
+    its warnings about skipped containers, which come with that failure, are
+    held back then and passed on only after a load that succeeded.
+    """
+    import warnings
+
     try:
-        load(weights_path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            load(weights_path)
     except ValueError as e:
         raise ValueError(
-            f"{weights_path}: does not fit the model of {config_path} "
-            f"({str(e).splitlines()[0] if str(e) else 'ValueError'}); the folder mixes "
-            "files of two presets, or the file is damaged.") from e
+            f"{weights_path}: does not fit the model of {config_path} ({_lines(e)}); the "
+            "folder mixes files of two presets, or the file is damaged.") from e
     except Exception as e:
         raise damaged(weights_path, f"keras-hub {os.path.basename(weights_path)}", e) from e
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _lines(error, n=2):
+    """The first ``n`` non-empty lines of an error's message, on one line."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return " ".join(lines[:n]) or type(error).__name__
 
 
 def _check_built(folder, backbone, block):
