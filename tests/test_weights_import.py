@@ -416,3 +416,18 @@ def test_keras_hub_preset_matches_its_image_converter(real_pixels, tmp_path):
                              str(tmp_path / "clf"))
     assert info["layout"]["stride_on"] == "3x3"
     assert relative_gap(imported_logits(str(tmp_path / "clf"), paths), want) < 1e-4
+
+
+def test_source_for_path_reads_the_form_of_the_name(tmp_path):
+    from resnet_tf.weights.importer import source_for_path
+
+    assert source_for_path("a/resnet50_weights_tf_dim_ordering_tf_kernels.h5") == \
+        "keras-applications"
+    assert source_for_path("r50.keras") == "keras-applications"
+    assert source_for_path("resnet18-f37072fd.pth") == "torchvision"
+    assert source_for_path("model.safetensors") == "timm"
+    assert source_for_path(str(tmp_path)) == "keras-hub"
+    with pytest.raises(ValueError, match=r"weights\.bin: can't tell"):
+        source_for_path("weights.bin")
+    with pytest.raises(ValueError, match="unknown weight source 'caffe'"):
+        importer.read_source("caffe", "x.caffemodel")

@@ -23,6 +23,26 @@ from resnet_tf.weights.convention import fold_into_conv1, mean_image
 SOURCES = ("keras-applications", "torchvision", "timm", "keras-hub")
 
 
+def source_for_path(path):
+    """The source a weight file most likely comes from, by its form: a folder
+    is a keras-hub preset, ``.h5``/``.keras`` keras.applications, ``.pth``/
+    ``.pt`` torchvision, ``.safetensors`` timm.
+
+    Raises:
+        ValueError naming ``path`` when its form says nothing; pass the source.
+    """
+    p = str(path)
+    if os.path.isdir(p):
+        return "keras-hub"
+    for suffixes, source in (((".h5", ".keras"), "keras-applications"),
+                             ((".pth", ".pt"), "torchvision"),
+                             ((".safetensors",), "timm")):
+        if p.endswith(suffixes):
+            return source
+    raise ValueError(f"{path}: can't tell which framework wrote it from its name; "
+                     f"say which (one of {', '.join(SOURCES)}).")
+
+
 def read_source(source, path):
     """``SourceWeights`` from ``path`` read as ``source`` (one of ``SOURCES``).
 
