@@ -431,3 +431,68 @@ def test_source_for_path_reads_the_form_of_the_name(tmp_path):
         source_for_path("weights.bin")
     with pytest.raises(ValueError, match="unknown weight source 'caffe'"):
         importer.read_source("caffe", "x.caffemodel")
+
+
+@pytest.mark.slow
+def test_keras_applications_no_top_weights_file(tmp_path):
+    """The ``_notop.h5`` download: conv1..conv5 from the file, a new top of
+    ``classes`` outputs."""
+    tf_keras = pytest.importorskip("tf_keras")
+    k2 = tf_keras.applications.ResNet50(weights=None, include_top=False,
+                                        input_shape=(224, 224, 3))
+    path = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    k2.save_weights(str(path))
+    with pytest.raises(ValueError, match=r"_notop\.h5: has no classifier layer"):
+        import_classifier("keras-applications", str(path), str(tmp_path / "x"))
+    info = import_classifier("keras-applications", str(path), str(tmp_path / "c"), classes=3)
+    assert info["classes"] == 3 and info["depth"] == 50
+    model = model_dir.load_classifier(str(tmp_path / "c")).model
+    np.testing.assert_array_equal(  # not conv1 (folded): a later layer, bias included
+        model.get_layer("conv5_block3_3_conv").get_weights()[1],
+        k2.get_layer("conv5_block3_3_conv").get_weights()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", [34, 101, 152])
+def test_every_torchvision_depth_maps_onto_its_resnet(tmp_path, depth):
+    """Depths whose source models the comparisons above do not build: the
+    key mapping gives a ResNet of that depth whose every shape fits."""
+    from resnet_tf import ResNet
+    from resnet_tf.weights import assign_by_name
+    from resnet_tf.weights.torch_files import read_torchvision
+
+    sw = read_torchvision(_tiny_torchvision_file(tmp_path, depth=depth))
+    assert sw.config["depth"] == depth and sw.config["stride_on"] == "3x3"
+    model = ResNet(**sw.config)
+    assign_by_name(model, sw.weights)  # raises on any missing layer or shape
+
+
+def test_an_imported_directory_evaluates_and_exports(tmp_path):
+    """evaluate, predict and export take an imported directory unchanged: a
+    folder of WordNet-ID class folders maps onto its classes, and the served
+    probabilities equal predict's."""
+    import tensorflow as tf
+
+    from resnet_tf import export
+    from resnet_tf.evaluate import evaluate_classifier, predict_files
+
+    pth = _tiny_torchvision_file(tmp_path)
+    index = shared_data("imagenet-meta") / "LOC_synset_mapping.txt"
+    clf = str(tmp_path / "clf")
+    import_classifier("torchvision", pth, clf, class_index=str(index))
+    files = real_image_paths()[:3]
+    folder = tmp_path / "val"
+    for wnid, f in zip(("n01440764", "n01443537", "n01443537"), files):
+        (folder / wnid).mkdir(parents=True, exist_ok=True)
+        os.symlink(f, folder / wnid / os.path.basename(f))
+    r = evaluate_classifier(clf, f"folder:{folder}")
+    assert r["images"] == 3 and 0 <= r["top1_error"] <= 1
+    base = export.export_classifier(clf, str(tmp_path / "serving"))
+    served = tf.saved_model.load(base).signatures["serving_default"](
+        image_bytes=tf.constant([open(f, "rb").read() for f in files]))
+    rows = predict_files(clf, files, top=1)
+    for i, row in enumerate(rows):
+        top = row["predictions"][0]
+        assert int(served["top_k_classes"][i, 0]) == top["class"]
+        np.testing.assert_allclose(float(served["top_k_scores"][i, 0]), top["probability"],
+                                   rtol=1e-4)
