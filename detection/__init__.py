@@ -16,6 +16,13 @@ Built so far, each a small unit with its own tests:
     train.py         train_detector (model.fit, --init-from a classifier), detector dir
     evaluate.py      evaluate_detector (VOC + COCO), predict_detector, draw_detections
 
+Importing the package registers every Keras object it serializes
+(``FasterRCNN``).
+
 Still to come (issue "Detection"): COCO JSON and TFDS loaders, the CLI,
 tuning until BCCD overfits to mAP 0.8, the benchmarks, export.
 """
+
+# Registered Keras objects (keras.saving.register_keras_serializable): a
+# FasterRCNN config or saved model loads after `import detection` alone.
+from detection import model as _model  # noqa: E402,F401

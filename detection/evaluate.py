@@ -9,28 +9,66 @@ from detection.metrics.coco_map import evaluate_coco
 from detection.metrics.voc_map import evaluate_voc
 from detection.train import load_detector
 from resnet_tf.data.decode import SkipCounter, read_image_file
-from resnet_tf.evaluate import inference_function
+from resnet_tf.evaluate import inference_function, unreadable_error
 
 
 def detect_split(model, prep, split, batch_size=2, counter=None):
-    """Detections for every image of a split, in original image pixels.
+    """Detections for every image of a split, in resized-image pixels.
 
-    Returns a list (one per readable image, in order) of dicts with
-    ``boxes`` [D, 4], ``scores`` [D], ``classes`` [D] (0-based).
+    Returns a list aligned with ``split.annotations`` (one dict per
+    annotation, in order) with ``boxes`` float32 [D, 4] (ymin, xmin, ymax,
+    xmax), ``scores`` [D], ``classes`` [D] (0-based) and ``resized``
+    (height, width) of the network's input; ``_to_original`` maps the boxes
+    to original image pixels. An image that neither TF nor PIL can decode
+    gets no detections and ``"unreadable": True``, so its ground-truth
+    objects count as missed when scored (and is reported to ``counter``).
+
+    Args:
+        counter: a ``SkipCounter`` (default: a new one) that keeps every
+            path (``max_paths=None``) or at least as many as there are
+            unreadable images; raises ValueError otherwise.
     """
+    counter = counter if counter is not None else SkipCounter(max_paths=None)
+    before = counter.count
     ds = make_detection_dataset(split.annotations, prep, training=False,
                                 batch_size=batch_size, counter=counter, images=split.images,
                                 image_bytes=split.image_bytes and split.image_bytes())
-    out = []
+    found = []
     run = inference_function(model)
     for x, _ in ds:
         det = run(x)
         n = det["num_detections"].numpy()
         for b in range(len(n)):
-            out.append({"boxes": det["boxes"].numpy()[b, :n[b]],
-                        "scores": det["scores"].numpy()[b, :n[b]],
-                        "classes": det["classes"].numpy()[b, :n[b]],
-                        "resized": x["image_sizes"].numpy()[b]})
+            found.append({"boxes": det["boxes"].numpy()[b, :n[b]],
+                          "scores": det["scores"].numpy()[b, :n[b]],
+                          "classes": det["classes"].numpy()[b, :n[b]],
+                          "resized": x["image_sizes"].numpy()[b]})
+    unreadable = counter.count - before
+    return _align(found, split.annotations, counter.paths[-unreadable:] if unreadable else [],
+                  unreadable)
+
+
+def _align(found, annotations, bad_paths, unreadable):
+    """Detections of the readable images (in order) -> one per annotation."""
+    if len(bad_paths) < unreadable:
+        raise ValueError(f"{unreadable} images could not be read, but the counter kept "
+                         f"only the last {len(bad_paths)} paths; pass "
+                         "SkipCounter(max_paths=None).")
+    bad = set(bad_paths)
+    out, readable = [], iter(found)
+    for a in annotations:
+        if a.path in bad:
+            out.append({"boxes": np.zeros([0, 4], np.float32),
+                        "scores": np.zeros([0], np.float32),
+                        "classes": np.zeros([0], np.int32),
+                        "resized": np.array([a.height, a.width], np.float32),
+                        "unreadable": True})
+        else:
+            out.append(next(readable, None))
+    if out.count(None) or next(readable, None) is not None:
+        raise RuntimeError(f"{len(found)} images detected, {unreadable} unreadable, but "
+                           f"the split has {len(annotations)}: the detections can't be "
+                           "matched to their images.")
     return out
 
 
@@ -41,27 +79,63 @@ def _to_original(dets, annotations):
     return dets
 
 
-def evaluate_detector(directory, data, *, batch_size=2, **source_kwargs):
+def unreadable_summary(annotations, dets, counter):
+    """What unreadable images took from a detection evaluation: ``{"images",
+    "objects" (their ground-truth boxes, counted as missed; VOC ignores the
+    difficult ones, as always), "paths", "by_reason"}``."""
+    bad = [a for a, d in zip(annotations, dets) if d.get("unreadable")]
+    return {"images": len(bad), "objects": int(sum(len(a.boxes) for a in bad)),
+            "paths": [a.path for a in bad], "by_reason": counter.by_reason}
+
+
+def evaluate_detector(directory, data, *, batch_size=2, strict=False, **source_kwargs):
     """VOC mAP@0.5 (11-point and area) and COCO AP of a detector directory
-    on the evaluation split of ``data``."""
+    on the evaluation split of ``data``.
+
+    Images that neither TF nor PIL can decode are named (logged as they are
+    met) and counted, and the evaluation completes over the rest: each
+    unreadable image is scored with no detections, so its ground-truth
+    objects count as missed (false negatives: VOC's recall denominator and
+    COCO's ground truth keep them). That is the conservative reading: the
+    score can't rise by losing files. ``unreadable_images`` and
+    ``unreadable_objects`` say how much this affected, ``unreadable_paths``
+    which files; ``voc_map50_readable`` is the VOC mAP over the readable
+    images alone, for comparison. With ``strict``, any unreadable image is
+    an error (ValueError naming them) instead.
+
+    Returns a dict: data, split, images (all of the split's), readable_images,
+    voc_map50, voc07_map50, per_class_ap50, coco (``evaluate_coco``), the
+    unreadable counts above and ``skipped_by_reason``.
+    """
     model, prep, meta = load_detector(directory)
     source = open_detection_source(data, class_names=meta["class_names"], **source_kwargs)
     split = source.split("eval")
-    counter = SkipCounter()
+    counter = SkipCounter(max_paths=None)
     dets = _to_original(detect_split(model, prep, split, batch_size, counter),
                         split.annotations)
-    if counter.count:
-        raise ValueError(f"{counter.count} images of {data} could not be read "
-                         f"(e.g. {counter.paths[:3]}); evaluation needs all of them.")
+    lost = unreadable_summary(split.annotations, dets, counter)
+    if strict and lost["images"]:
+        raise unreadable_error("detector", data, counter, len(dets),
+                               f"their {lost['objects']} objects count as missed")
     gts = [{"boxes": a.boxes, "classes": a.classes, "difficult": a.difficult}
            for a in split.annotations]
     names = meta["class_names"]
     voc = evaluate_voc(dets, gts, len(names), class_names=names)
     voc07 = evaluate_voc(dets, gts, len(names), class_names=names, use_07_metric=True)
     coco = evaluate_coco(dets, gts, names, [(a.height, a.width) for a in split.annotations])
-    return {"data": data, "split": split.name, "images": len(gts),
-            "voc_map50": voc["mAP"], "voc07_map50": voc07["mAP"],
-            "per_class_ap50": voc["per_class"], "coco": coco}
+    out = {"data": data, "split": split.name, "images": len(gts),
+           "readable_images": len(gts) - lost["images"],
+           "voc_map50": voc["mAP"], "voc07_map50": voc07["mAP"],
+           "per_class_ap50": voc["per_class"], "coco": coco,
+           "unreadable_images": lost["images"], "unreadable_objects": lost["objects"],
+           "unreadable_paths": lost["paths"], "skipped_by_reason": lost["by_reason"],
+           "skipped_images": lost["images"], "voc_map50_readable": voc["mAP"]}
+    if lost["images"]:
+        keep = [i for i, d in enumerate(dets) if not d.get("unreadable")]
+        out["voc_map50_readable"] = (evaluate_voc(
+            [dets[i] for i in keep], [gts[i] for i in keep], len(names),
+            class_names=names)["mAP"] if keep else float("nan"))
+    return out
 
 
 def predict_detector(directory, paths, score_threshold=None):
@@ -98,8 +172,11 @@ def draw_detections(image_path, row, out_path, min_score=0.3):
     """Write ``image_path`` with ``row``'s boxes and labels drawn, as PNG."""
     from PIL import Image, ImageDraw
 
-    with Image.open(image_path) as im:
-        im = im.convert("RGB")
+    # The pixels predict saw (EXIF orientation applied): the boxes' frame.
+    image, error = read_image_file(image_path)
+    if error:
+        raise ValueError(f"{image_path}: {error}")
+    im = Image.fromarray(image.numpy())
     draw = ImageDraw.Draw(im)
     colors = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
     for (y0, x0, y1, x1), c, name, s in zip(row["boxes"], row["classes"], row["names"],

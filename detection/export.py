@@ -16,8 +16,16 @@ its outputs, in the TF Object Detection API's convention:
 - ``detection_labels``: string [N, D], the class names, padded with "";
 - ``num_detections``: float32 [N], the valid rows of each image;
 
-with D the model's ``max_detections`` (100 by default) and detections kept
+with D the model's ``max_detections`` (100 by default, or the training
+split's most boxes in one image when that is more) and detections kept
 above its ``score_threshold`` (0.05) after per-class NMS.
+
+Caps (recorded in ``assets.extra`` as ``caps``, printed by ``resnet-tf
+export``): at most D detections per image (``num_detections == D`` says an
+image had more to give); at most ``post_nms_test`` proposals after NMS of the
+top ``pre_nms_test`` anchors; the longer side held to ``max_side``. Any image
+size is accepted: it is resized, then padded (memory bounded by the padded
+square, whatever its aspect ratio).
 """
 
 import os
@@ -64,6 +72,10 @@ def detector_serving_model(model, prep, directory=None):
         info={"class_names": list(model.class_names), "preprocessing": prep.to_dict(),
               "max_detections": model.max_detections,
               "score_threshold": model.score_threshold,
+              "caps": {"max_detections": model.max_detections,
+                       "pre_nms_test": model.proposal_config.pre_nms_test,
+                       "post_nms_test": model.proposal_config.post_nms_test,
+                       "max_side": prep.max_side},
               **({"source": os.path.abspath(directory)} if directory else {})})
 
 

@@ -3,6 +3,13 @@ clip to the image, drop tiny boxes, keep the top scores, NMS at 0.7.
 
 Defaults: 12,000 boxes before NMS and 2,000 after when training, 6,000 and
 300 when testing (py-faster-rcnn's settings, which the paper used).
+
+These are budgets, and they are counted where they meet data: the top-k
+before NMS takes ``min(pre_nms, anchors)`` (fewer anchors: all of them), a
+returned ``count`` equal to ``post_nms`` says NMS had more boxes to give, and
+``detection.data.pipeline.count_caps`` counts a split's images with more
+anchors than ``pre_nms`` or more objects than ``post_nms`` (the "Capped:"
+line of ``train_detector``).
 """
 
 import dataclasses
@@ -41,7 +48,7 @@ def generate_proposals(objectness, deltas, anchors, image_sizes, config=Proposal
     Returns:
         ``(boxes, scores, count)``: float32 [B, post_nms, 4] (padded rows
         ``PAD``), float32 [B, post_nms] objectness probabilities (padded 0),
-        int32 [B] valid counts. No gradient flows into the boxes (the
+        int32 [B] valid counts (``count == post_nms``: the budget was full). No gradient flows into the boxes (the
         paper's approximate joint training).
     """
     pre, post = config.sizes(training)

@@ -14,7 +14,8 @@ import numpy as np
 
 import keras
 
-from detection.data.pipeline import DetectionPreprocessing, make_detection_dataset
+from detection.data.pipeline import (DetectionPreprocessing, count_caps, format_caps,
+                                     make_detection_dataset, most_boxes)
 from detection.data.sources import open_detection_source
 from detection.heads import load_backbone_weights
 from detection.model import FasterRCNN
@@ -22,6 +23,7 @@ from resnet_tf import model_dir, zoo
 from resnet_tf.callbacks import StepSchedule, epochs_for
 from resnet_tf.data.decode import SkipCounter
 from resnet_tf.data.report import skip_summary
+from resnet_tf.precision import model_policy, policy_scope
 from resnet_tf.train import (backup_policy, dtype_policy, fine_tune_callbacks,
                              fit_resumable, make_strategy, shard_options,
                              worker_directory)
@@ -59,8 +61,13 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
             minutes, ``resnet_tf.train.backup_policy``); a killed run
             resumes from the last backup, at that step
             of the same data stream.
+        model_kwargs: ``FasterRCNN`` arguments; ``max_detections`` left out
+            is the larger of 100 and the split's most boxes in one image.
+    Every box of every image trains (targets padded to the split's largest
+    count); the limits that met the data are printed as "Capped: ..." and
+    saved as ``results["caps"]`` (``detection.data.pipeline.count_caps``).
     Returns:
-        dict of results (history, epochs, seconds).
+        dict of results (history, epochs, seconds, skipped, caps).
     """
     t0 = time.time()
     strat = make_strategy(strategy)  # first: multi-worker set-up needs a fresh TF
@@ -97,6 +104,11 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
     else:
         kwargs.setdefault("frozen_bn", False)
         kwargs.setdefault("freeze_at", 0)
+    # Detections per image adapt to the data: an image with more objects
+    # than the default 100 can still have every one returned.
+    most = most_boxes(train.annotations)
+    if kwargs.get("max_detections") is None and most > 100:
+        kwargs["max_detections"] = most
     prep = DetectionPreprocessing(shorter_side=shorter_side, max_side=max_side, flip=flip,
                                   **({"mean_rgb": mean_rgb} if mean_rgb else {}))
     counter = SkipCounter()
@@ -142,6 +154,10 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
                          callbacks=callbacks, verbose=verbose)
     print(skip_summary({f"{data} annotations": train.report, "train images": counter}),
           flush=True)
+    caps = count_caps(train.annotations, prep, proposals=model.proposal_config,
+                      max_detections=model.max_detections,
+                      anchors_per_location=model.anchor_generator.num_anchors)
+    print(format_caps(caps), flush=True)
     # What actually ran (a callback may stop early, e.g. a time budget).
     results = {"epochs": len(hist.get("loss", [])),
                "iterations": int(model.optimizer.iterations.numpy()),
@@ -150,6 +166,7 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
                "skipped_by_reason": {"annotations": train.report.by_reason
                                      if train.report else {},
                                      "images": counter.by_reason},
+               "caps": caps,
                "final_loss": float(hist["loss"][-1]) if hist.get("loss") else None}
     save_detector(run_dir, model, prep, results=results,
                   training={"data": data, "init_from": init_from, "policy": policy,
@@ -165,19 +182,22 @@ def save_detector(directory, model, prep, **fields):
     model_dir.atomic_write(os.path.join(directory, WEIGHTS),
                            lambda p: model.save_weights(p))
     return model_dir.write_meta(directory, "detector", config=model.get_config(),
+                                policy=model_policy(model),
                                 class_names=model.class_names,
                                 preprocessing=prep.to_dict(), **fields)
 
 
 def load_detector(directory):
-    """``(model, preprocessing, meta)`` from a detector directory."""
+    """``(model, preprocessing, meta)`` from a detector directory; the model
+    is built under the dtype policy the directory records."""
     meta = model_dir.read_meta(directory, kind="detector")
     weights = os.path.join(directory, WEIGHTS)
     if not os.path.exists(weights):
         raise ValueError(f"{weights} is missing from the detector directory.")
-    model = FasterRCNN.from_config(meta["config"])
+    with policy_scope(model_dir.recorded_policy(directory, meta)):
+        model = FasterRCNN.from_config(meta["config"])
+        model.ensure_built()
     prep = DetectionPreprocessing(**{**meta["preprocessing"],
                                      "mean_rgb": tuple(meta["preprocessing"]["mean_rgb"])})
-    model.ensure_built()
     model_dir.load_weights_file(model, weights, "detector")
     return model, prep, meta

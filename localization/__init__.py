@@ -11,6 +11,13 @@
     evaluate.py      whole-image (and multi-scale) testing, evaluate, predict, draw
     cli.py           resnet-tf {train,evaluate,predict} localizer
 
+Importing the package registers every Keras object it serializes
+(``Localizer``, ``PerClassRPNHead``).
+
 Not built: the paper's second stage (RPN+RCNN: the top proposals re-scored by
 per-class heads on 224 x 224 warps, Table 13's 14.4% -> 10.6%).
 """
+
+# Registered Keras objects (keras.saving.register_keras_serializable): a
+# Localizer config or saved model loads after `import localization` alone.
+from localization import head as _head, model as _model  # noqa: E402,F401

@@ -2,13 +2,14 @@
 ``resnet_tf.cli`` by ``add_localizer_commands(tasks)``.
 
     resnet-tf train localizer --data ilsvrc-loc:PATH[:SPLIT]|synthetic --init-from CLF_DIR --out DIR
-    resnet-tf evaluate localizer --model DIR --data SPEC [--multiscale] [--json]
+    resnet-tf evaluate localizer --model DIR --data SPEC [--multiscale] [--strict] [--json]
     resnet-tf predict localizer --model DIR IMAGE... [--json] [--draw OUT.png]
 """
 
 import json
 
-from resnet_tf.cli import add_precision_and_strategy, numbered_path
+from resnet_tf.cli import (add_precision_and_strategy, add_strict, numbered_path,
+                            print_unreadable)
 
 DATA_HELP = "ilsvrc-loc:PATH[:train|val] (Kaggle CSVs or ILSVRC XML) or synthetic"
 
@@ -62,6 +63,7 @@ def add_localizer_commands(tasks):
     p.add_argument("--max-images", type=int)
     p.add_argument("--synthetic-eval", type=int, default=200)
     p.add_argument("--json", action="store_true")
+    add_strict(p, "they count as misses at every k")
     p.set_defaults(func=run_evaluate_localizer)
 
     p = tasks["predict"].add_parser("localizer", help="top-k classes and their boxes")
@@ -102,20 +104,21 @@ def run_evaluate_localizer(args):
     scales = [int(v) for v in _floats(args.scales)] if args.scales else None
     r = evaluate_localizer(args.model, args.data, multiscale=args.multiscale, scales=scales,
                            flip=args.flip, top_k=args.top_k, max_images=args.max_images,
-                           synthetic_eval=args.synthetic_eval)
+                           synthetic_eval=args.synthetic_eval, strict=args.strict)
     if args.json:
         print(json.dumps(r))
         return 0
     k = args.top_k
     print(f"{r['data']} [{r['split']}], {r['images']} images, scales {r['scales']}"
-          + (" + flips" if r["flip"] else "")
-          + (f" ({r['skipped_images']} unreadable images skipped)"
-             if r["skipped_images"] else ""))
+          + (" + flips" if r["flip"] else ""))
     print(f"  localization error: top-1 {100 * r['top1_loc_error']:.2f}%, top-{k} "
           f"{100 * r[f'top{k}_loc_error']:.2f}%, oracle (ground-truth class) "
           f"{100 * r['oracle_loc_error']:.2f}%")
     print(f"  classification error of the same guesses: top-1 "
           f"{100 * r['top1_cls_error']:.2f}%, top-{k} {100 * r[f'top{k}_cls_error']:.2f}%")
+    print_unreadable(r, f"counted as misses, with their {r['unreadable_objects']} boxes; "
+                     "over the readable images alone: top-1 localization error "
+                     f"{100 * r['top1_loc_error_readable']:.2f}%")
     return 0
 
 

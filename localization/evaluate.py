@@ -16,12 +16,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from localization.data.pipeline import test_examples, test_views
+from localization.data.pipeline import pad_boxes, test_examples, test_views
 from localization.data.sources import open_localization_source
 from localization.metrics import localization_errors, oracle_error
 from localization.train import load_localizer
 from resnet_tf.data.decode import SkipCounter, read_image_file
-from resnet_tf.evaluate import inference_function
+from resnet_tf.evaluate import inference_function, unreadable_error
 from resnet_tf.train import label_map_for
 
 
@@ -126,15 +126,28 @@ class Tester:
 
 
 def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=False,
-                       top_k=5, max_images=None, per_image=False, **source_kwargs):
+                       top_k=5, max_images=None, per_image=False, strict=False,
+                       **source_kwargs):
     """ILSVRC localization errors of a localizer directory on ``data``'s
     evaluation split (``ilsvrc-loc:PATH`` uses ``val``, or its one CSV).
 
-    Returns a dict: images, skipped_images, top1/top5 localization and
-    classification errors, oracle_loc_error (ground-truth class), the
-    scales and the data report; with ``per_image``, also ``per_image``: one
-    dict per image (path, label, classes, scores, boxes in original pixels,
-    oracle_box).
+    Images that neither TF nor PIL can decode are named (logged as they are
+    met, and in ``unreadable_paths``) and counted, and the evaluation
+    completes over the rest: each unreadable image scores as a miss, with
+    no guesses (wrong at every k, for localization and classification) and
+    no oracle box, so its ground-truth boxes count as missed and the errors
+    can't fall by losing files. ``*_readable`` give the errors over the
+    readable images alone. With ``strict``, any unreadable image is an
+    error (ValueError naming them) instead.
+
+    Returns a dict: images (all evaluated, unreadable included),
+    readable_images, unreadable_images, unreadable_objects (their
+    ground-truth boxes), unreadable_paths, skipped_by_reason, top1/top5
+    localization and classification errors, oracle_loc_error (ground-truth
+    class), the same over readable images (``..._readable``), the scales and
+    the data report; with ``per_image``, also ``per_image``: one dict per
+    image (path, label, classes, scores, boxes in original pixels,
+    oracle_box; ``unreadable: True`` and no guesses for an unreadable one).
     """
     model, prep, mean, meta = load_localizer(directory)
     source = open_localization_source(data, class_names=meta["class_names"],
@@ -143,28 +156,22 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
     label_map = label_map_for(source.class_names, meta["class_names"], data)
     anns = split.annotations[:max_images] if max_images else split.annotations
     images = split.images[:len(anns)] if split.images is not None else None
-    counter = SkipCounter()
+    counter = SkipCounter(max_paths=None)
     tester = Tester(model, prep, mean, scales, multiscale, flip, top_k)
-    guesses, truth, oracle_boxes, paths, rows = [], [], [], [], []
+    found = {}  # path -> (guess, oracle box, per-image row)
     pending = []
 
     def flush():
         # Decoded images are tested CHUNK at a time (same-size ones batched).
-        found = tester.many([e["image"] for e in pending],
-                            [[int(e["label"])] for e in pending])
-        for e, r in zip(pending, found):
-            boxes = e["boxes"].numpy()
-            boxes = boxes[(boxes != -1).any(-1)]
-            label = int(e["label"])
-            guesses.append((r["classes"], r["boxes"]))
-            truth.append((np.full(len(boxes), label), boxes))
-            oracle_boxes.append(r["extra_boxes"][0])
-            paths.append(e["path"].numpy().decode())
-            if per_image:
-                rows.append({"path": paths[-1], "label": label,
-                             "classes": r["classes"].tolist(),
-                             "scores": r["scores"].tolist(), "boxes": r["boxes"].tolist(),
-                             "oracle_box": r["extra_boxes"][0].tolist()})
+        results = tester.many([e["image"] for e in pending],
+                              [[int(e["label"])] for e in pending])
+        for e, r in zip(pending, results):
+            path = e["path"].numpy().decode("utf-8", "replace")
+            row = {"path": path, "label": int(e["label"]),
+                   "classes": r["classes"].tolist(), "scores": r["scores"].tolist(),
+                   "boxes": r["boxes"].tolist(), "oracle_box": r["extra_boxes"][0].tolist()}
+            found.setdefault(path, []).append(((r["classes"], r["boxes"]),
+                                               r["extra_boxes"][0], row))
         pending.clear()
 
     for e in test_examples(anns, counter=counter, images=images, label_map=label_map):
@@ -173,19 +180,48 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
             flush()
     if pending:
         flush()
-    if not guesses:
+    labels = pad_boxes(anns, label_map)[0]
+    guesses, truth, oracle_boxes, rows, lost = [], [], [], [], []
+    for a, label in zip(anns, labels):
+        truth.append((np.full(len(a.boxes), int(label)), np.asarray(a.boxes, np.float32)))
+        if found.get(a.path):
+            guess, oracle, row = found[a.path].pop(0)
+        else:  # unreadable: no guesses, no oracle box
+            guess, oracle = (np.zeros([0], np.int32), np.zeros([0, 4], np.float32)), None
+            row = {"path": a.path, "label": int(label), "unreadable": True}
+            lost.append(a)
+        guesses.append(guess)
+        oracle_boxes.append(oracle)
+        rows.append(row)
+    if len(lost) != counter.count or any(found.values()):
+        raise RuntimeError(f"{len(anns) - len(lost)} images tested and {counter.count} "
+                           f"unreadable, but the split has {len(anns)}: the results "
+                           "can't be matched to their images.")
+    if lost and strict:
+        raise unreadable_error("localizer", data, counter, len(anns),
+                               "they count as misses")
+    if len(lost) == len(anns):
         raise ValueError(f"{data}: none of the {len(anns)} images could be read "
                          f"(e.g. {counter.paths[:3]}).")
     errors = localization_errors(guesses, truth, ks=(1, top_k))
-    out = {"data": data, "split": split.name, "images": len(guesses),
-           "scored_paths": len(set(paths)), "skipped_images": counter.count,
+    keep = [i for i, r in enumerate(rows) if not r.get("unreadable")]
+    readable = localization_errors([guesses[i] for i in keep], [truth[i] for i in keep],
+                                   ks=(1, top_k))
+    out = {"data": data, "split": split.name, "images": len(anns),
+           "readable_images": len(keep), "unreadable_images": len(lost),
+           "unreadable_objects": int(sum(len(a.boxes) for a in lost)),
+           "unreadable_paths": [a.path for a in lost],
+           "skipped_by_reason": counter.by_reason, "skipped_images": len(lost),
+           "scored_paths": len({a.path for a in anns}),
            "scales": list(tester.scales), "flip": flip, "top_k": top_k,
-           "top1_loc_error": errors["top1_loc_error"],
-           f"top{top_k}_loc_error": errors[f"top{top_k}_loc_error"],
            "oracle_loc_error": oracle_error(oracle_boxes, truth),
-           "top1_cls_error": errors["top1_cls_error"],
-           f"top{top_k}_cls_error": errors[f"top{top_k}_cls_error"],
+           "oracle_loc_error_readable": oracle_error([oracle_boxes[i] for i in keep],
+                                                     [truth[i] for i in keep]),
            "data_report": split.report.to_dict() if split.report else None}
+    for name in ("loc", "cls"):
+        for k in (1, top_k):
+            out[f"top{k}_{name}_error"] = errors[f"top{k}_{name}_error"]
+            out[f"top{k}_{name}_error_readable"] = readable[f"top{k}_{name}_error"]
     if per_image:
         out["per_image"] = rows
     return out
@@ -219,8 +255,11 @@ def draw_localizations(image_path, row, out_path, top=1):
     """Write ``image_path`` with the first ``top`` guesses' boxes, as PNG."""
     from PIL import Image, ImageDraw
 
-    with Image.open(image_path) as im:
-        im = im.convert("RGB")
+    # The pixels predict saw (EXIF orientation applied): the boxes' frame.
+    image, error = read_image_file(image_path)
+    if error:
+        raise ValueError(f"{image_path}: {error}")
+    im = Image.fromarray(image.numpy())
     draw = ImageDraw.Draw(im)
     colors = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
     for i, p in enumerate(row["predictions"][:top]):

@@ -25,7 +25,10 @@ Limit: a batch is padded to one shape, so the view's longer side is capped
 at ``MAX_ASPECT`` (4) times the shorter side (896 px for ImageNet nets). An
 image more elongated than 4:1 is resized so its longer side is the cap
 (its shorter side is then below 224) instead of to shorter side 224; its
-result differs from ``predict_localizer``'s, which has no cap.
+result differs from ``predict_localizer``'s, which has no cap. The cap is
+recorded in ``assets.extra`` (``caps``) and printed by ``resnet-tf export``.
+It also bounds each example's memory: the image is resized (to at most
+S x 4S) before it is padded, whatever its size.
 """
 
 import os
@@ -137,6 +140,7 @@ def localizer_serving_model(model, prep, mean_image=None, directory=None, meta=N
                  if meta.get("display_names") else {}),
               "preprocessing": prep.to_dict(), "test_shorter_side": short,
               "max_longer_side": cap, "top_k": k,
+              "caps": {"max_longer_side": cap, "max_aspect": MAX_ASPECT},
               **({"source": os.path.abspath(directory)} if directory else {})})
 
 

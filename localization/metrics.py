@@ -11,6 +11,12 @@ per image made with the ground-truth class.
 Boxes are the internal format (ymin, xmin, ymax, xmax), continuous pixels;
 ILSVRC's inclusive pixel boxes are converted by the loaders (see
 ``localization.data.ilsvrc``), so the IoU here equals the devkit's.
+
+Unreadable images (files neither TF nor PIL can decode) stay in the
+denominators as misses: their guesses are empty (``classes`` [0], ``boxes``
+[0, 4]), which is wrong at every k, and their oracle box is None. The
+errors are then upper bounds of what the readable files would have given;
+they can't fall by losing files (``localization.evaluate``).
 """
 
 import numpy as np
@@ -45,7 +51,8 @@ def localization_errors(guesses, ground_truth, ks=(1, 5), iou_threshold=IOU_THRE
     """Top-k localization and classification errors over images.
 
     Args:
-        guesses: one ``(classes [K], boxes [K, 4])`` per image, ranked.
+        guesses: one ``(classes [K], boxes [K, 4])`` per image, ranked;
+            K = 0 (an unreadable image) is a miss at every k.
         ground_truth: one ``(classes [G], boxes [G, 4])`` per image.
     Returns:
         ``{"images": N, "top{k}_loc_error": ..., "top{k}_cls_error": ...}``
@@ -75,14 +82,18 @@ def localization_errors(guesses, ground_truth, ks=(1, 5), iou_threshold=IOU_THRE
 
 def oracle_error(boxes, ground_truth, iou_threshold=IOU_THRESHOLD):
     """The localization error with the ground-truth class given: ``boxes``
-    is one box per image, predicted for that image's (first) ground-truth
-    class; ``ground_truth`` as in ``localization_errors``."""
+    is one box [4] per image, predicted for that image's (first) ground-truth
+    class, or None (an unreadable image: a miss); ``ground_truth`` as in
+    ``localization_errors``."""
     if len(boxes) != len(ground_truth):
         raise ValueError(f"{len(boxes)} oracle boxes for {len(ground_truth)} images.")
     if not len(boxes):
         raise ValueError("no images to score.")
     wrong = 0
     for box, (gt_classes, gt_boxes) in zip(boxes, ground_truth):
+        if box is None:
+            wrong += 1
+            continue
         c = np.asarray(gt_classes).reshape(-1)[:1]
         wrong += not guess_correct(c, np.asarray(box).reshape(1, 4), gt_classes, gt_boxes,
                                    iou_threshold)[0]

@@ -15,13 +15,15 @@ import numpy as np
 
 import keras
 
-from localization.data.pipeline import make_training_dataset
+from detection.data.pipeline import format_caps
+from localization.data.pipeline import count_caps, make_training_dataset
 from localization.data.sources import open_localization_source
 from localization.model import DEFAULT_RATIOS, DEFAULT_SCALES, Localizer
 from resnet_tf import model_dir
 from resnet_tf.callbacks import SkippedImagesReport, StepSchedule, epochs_for
 from resnet_tf.data.decode import SkipCounter
 from resnet_tf.data.preprocessing import Preprocessing
+from resnet_tf.precision import model_policy, policy_scope
 from resnet_tf.train import (backup_policy, dtype_policy, fine_tune_callbacks,
                              fit_resumable, label_map_for, make_strategy, shard_options,
                              worker_directory)
@@ -125,12 +127,15 @@ def train_localizer(data, out_dir, *, init_from, epochs=None, iterations=None,
              if strat.num_replicas_in_sync > 1 else ""), flush=True)
     hist = fit_resumable(model, train_stream, epochs=epochs, steps_per_epoch=steps,
                          callbacks=callbacks, verbose=verbose)
+    caps = count_caps(train.annotations)
+    print(format_caps(caps), flush=True)
     results = {"epochs": epochs, "iterations": iterations,
                "train_seconds": round(time.time() - t0, 1),
                "skipped_images": skipped.totals["train"],
                "skipped_images_by_reason": counter.by_reason,
                "final_loss": float(hist["loss"][-1]) if hist.get("loss") else None,
-               "data_report": train.report.to_dict() if train.report else None}
+               "data_report": train.report.to_dict() if train.report else None,
+               "caps": caps}
     save_localizer(run_dir, model, clf.preprocessing, clf.mean_image, results=results,
                    display_names=_display_names(source, clf.class_names),
                    training={"data": data, "init_from": init_from, "policy": policy,
@@ -158,6 +163,7 @@ def save_localizer(directory, model, prep, mean_image=None, **fields):
         model_dir.atomic_write(os.path.join(directory, MEAN),
                                lambda p: np.save(p, np.asarray(mean_image, np.float32)))
     return model_dir.write_meta(directory, "localizer", config=model.get_config(),
+                                policy=model_policy(model),
                                 class_names=model.class_names,
                                 preprocessing=prep.to_dict(),
                                 mean_image=MEAN if mean_image is not None else None,
@@ -166,13 +172,15 @@ def save_localizer(directory, model, prep, mean_image=None, **fields):
 
 def load_localizer(directory):
     """``(model, preprocessing, mean_image or None, meta)`` from a localizer
-    directory."""
+    directory; the model is built under the dtype policy the directory
+    records."""
     meta = model_dir.read_meta(directory, kind="localizer")
     weights = os.path.join(directory, WEIGHTS)
     if not os.path.exists(weights):
         raise ValueError(f"{weights} is missing from the localizer directory.")
-    model = Localizer.from_config(meta["config"])
     prep = Preprocessing.from_dict(meta["preprocessing"])
-    model.ensure_built(prep.crop_size)
+    with policy_scope(model_dir.recorded_policy(directory, meta)):
+        model = Localizer.from_config(meta["config"])
+        model.ensure_built(prep.crop_size)
     model_dir.load_weights_file(model, weights, "localizer")
     return model, prep, model_dir.read_mean_image(directory, meta), meta

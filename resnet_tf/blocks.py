@@ -14,6 +14,11 @@ Layer naming (API: weight importers and the detector's conv5 head use it):
 ``prefix`` is ``conv{stage}_block{b}`` with 1-based b, as in
 ``keras.applications`` so that its weights map by name.
 
+A 1x1 convolution with stride > 1 on fewer than 16 input channels is a
+``resnet_tf.onednn_guard.SubsampledPointwiseConv2D`` (a ``Conv2D`` with the
+same name, config and weights that subsamples first), because TF 2.21's
+oneDNN filter gradient of that convolution corrupts the heap.
+
 Padding: stride-1 convolutions use ``"same"``; a strided k x k convolution
 (k > 1) is preceded by symmetric zero padding of k // 2 and uses ``"valid"``
 (Caffe's and PyTorch's convention, and keras.applications'). TensorFlow's
@@ -25,6 +30,7 @@ import dataclasses
 import keras
 
 from resnet_tf.layers import BatchNorm, ZeroPadShortcut
+from resnet_tf.onednn_guard import SubsampledPointwiseConv2D, needs_guard
 
 SHORTCUTS = ("A", "B", "C", "none")  # "none": a plain block
 STRIDE_PLACEMENTS = ("1x1", "3x3")
@@ -93,7 +99,11 @@ def apply_conv_bn(x, filters, kernel_size, strides, name, options, relu=True,
     if strides > 1 and kernel_size > 1:
         x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
         padding = "valid"
-    x = keras.layers.Conv2D(
+    # A 1x1 strided conv on < 16 channels crashes TF 2.21's oneDNN filter
+    # gradient; the subsampling form is the same conv (resnet_tf.onednn_guard).
+    conv = (SubsampledPointwiseConv2D if needs_guard(kernel_size, strides, x.shape[-1])
+            else keras.layers.Conv2D)
+    x = conv(
         filters,
         kernel_size,
         strides=strides,

@@ -3,13 +3,13 @@
     resnet-tf models [NAME ...] [--shortcuts A,B,C] [--json]
     resnet-tf import classifier --from keras-applications|torchvision|timm|keras-hub PATH --out DIR
     resnet-tf train classifier --config cifar|imagenet --model resnet20 --data SPEC --out DIR
-    resnet-tf evaluate classifier --model DIR --data SPEC [--crops center|10|multiscale] [--json]
+    resnet-tf evaluate classifier --model DIR --data SPEC [--crops center|10|multiscale] [--strict]
     resnet-tf predict classifier --model DIR IMAGE... [--json]
     resnet-tf train detector --data voc:|coco:|tfds:|synthetic [--init-from DIR] --out DIR
-    resnet-tf evaluate detector --model DIR --data SPEC [--json]
+    resnet-tf evaluate detector --model DIR --data SPEC [--strict] [--json]
     resnet-tf predict detector --model DIR IMAGE... [--json] [--draw OUT.png]
     resnet-tf train localizer --data ilsvrc-loc:PATH[:SPLIT]|synthetic --init-from DIR --out DIR
-    resnet-tf evaluate localizer --model DIR --data SPEC [--multiscale] [--json]
+    resnet-tf evaluate localizer --model DIR --data SPEC [--multiscale] [--strict] [--json]
     resnet-tf predict localizer --model DIR IMAGE... [--json] [--draw OUT.png]
     resnet-tf export classifier --model DIR --out BASE [--version N] [--json]
     resnet-tf export detector --model DIR --out BASE [--version N] [--json]
@@ -48,6 +48,12 @@ def build_parser():
     from resnet_tf import __version__, export
 
     parser.add_argument("--version", action="version", version=__version__)
+    # Read when the command starts, before TensorFlow is imported
+    # (resnet_tf/__init__.py); listed here for --help and parsing.
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's C++ log lines (oneDNN banners, grappler "
+                        "notes), hidden by default; TF_CPP_MIN_LOG_LEVEL, if you set "
+                        "it, is respected (0 shows them all)")
     sub = parser.add_subparsers(title="commands")
     add_models(sub)
     tasks = {verb: _task_parser(sub, verb, f"{verb} a model")
@@ -247,8 +253,26 @@ def add_evaluate(tasks):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-images", type=int)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_strict(p, "they count as wrong at top-1 and top-5")
     _data_options(p)
     p.set_defaults(func=run_evaluate_classifier)
+
+
+def add_strict(p, consequence):
+    """``--strict`` for an evaluate command."""
+    p.add_argument("--strict", action="store_true",
+                   help="fail if any image can't be decoded (default: name and count "
+                   f"them, and finish the evaluation; {consequence})")
+
+
+def print_unreadable(r, consequence):
+    """The unreadable images of an evaluation result, one line each."""
+    if not r.get("unreadable_images"):
+        return
+    print(f"  {r['unreadable_images']} unreadable images ({consequence}; --strict "
+          "refuses them):")
+    for path in r["unreadable_paths"]:
+        print(f"    {path}")
 
 
 def run_evaluate_classifier(args):
@@ -257,15 +281,18 @@ def run_evaluate_classifier(args):
     r = evaluate_classifier(args.model, args.data, crops=args.crops,
                             batch_size=args.batch_size, max_images=args.max_images,
                             data_dir=args.data_dir, manual_dir=args.manual_dir,
-                            download=args.download)
+                            download=args.download, strict=args.strict)
     if args.json:
         print(json.dumps(r))
     else:
         print(f"{r['data']} [{r['split']}], {r['images']} images, {r['crops']} crops: "
               f"top-1 error {100 * r['top1_error']:.2f}%, "
-              f"top-5 error {100 * r['top5_error']:.2f}%"
-              + (f" ({r['skipped_images']} unreadable images skipped)"
-                 if r["skipped_images"] else ""))
+              f"top-5 error {100 * r['top5_error']:.2f}%")
+        if r["unreadable_images"]:
+            print(f"  over the {r['readable_images']} readable images: top-1 error "
+                  f"{100 * r['top1_error_readable']:.2f}%, top-5 error "
+                  f"{100 * r['top5_error_readable']:.2f}%")
+        print_unreadable(r, "counted as wrong")
     return 0
 
 
@@ -446,6 +473,7 @@ def add_detector_commands(tasks):
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--synthetic-eval", type=int, default=16)
     p.add_argument("--json", action="store_true")
+    add_strict(p, "their objects count as missed")
     p.set_defaults(func=run_evaluate_detector)
 
     p = tasks["predict"].add_parser("detector", help="boxes, class names and scores")
@@ -491,7 +519,8 @@ def run_evaluate_detector(args):
 
     r = evaluate_detector(args.model, args.data, batch_size=args.batch_size,
                           synthetic_eval=args.synthetic_eval, data_dir=args.data_dir,
-                          manual_dir=args.manual_dir, download=args.download)
+                          manual_dir=args.manual_dir, download=args.download,
+                          strict=args.strict)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -503,6 +532,9 @@ def run_evaluate_detector(args):
     c = r["coco"]
     print(f"COCO AP@[.5:.95] {c['AP']:.4f}  AP50 {c['AP50']:.4f}  AP75 {c['AP75']:.4f}  "
           f"APs {c['APs']:.4f}  APm {c['APm']:.4f}  APl {c['APl']:.4f}")
+    print_unreadable(r, f"their {r['unreadable_objects']} objects counted as missed; "
+                     f"VOC mAP@0.5 over the readable images alone: "
+                     f"{r.get('voc_map50_readable', float('nan')):.4f}")
     return 0
 
 

@@ -516,16 +516,27 @@ def _headline(kind, out):
 
 def export_and_serve(out_dir, data, models, verbose):
     """Export every trained model whose kind ``EXPORTERS`` knows; call each
-    export's ``serving_default`` with [a real JPEG, a synthetic JPEG]."""
+    export's ``serving_default`` with [a real JPEG, a synthetic JPEG], or
+    with the synthetic JPEG alone where no real photo is found (a note says
+    so).
+
+    Returns:
+        ``(results, notes)``: per kind ``export`` (the version folder),
+        ``files`` (the JPEGs sent, in order), ``real_photo`` (the real
+        photo's path or None), ``outputs`` (name -> shape), ``real`` (the
+        headline answer for the real photo, or None) and ``synthetic``.
+    """
     import keras
     import tensorflow as tf
 
     from resnet_tf.export import BYTES_INPUT, BYTES_SIGNATURE, EXPORTERS, export_model
 
-    synthetic_jpeg = {
-        "classifier": data["sources"]["classifier"].arrays("eval")[0][0],
-        "detector": data["sources"]["detector"].split("eval").images[0],
-        "localizer": data["sources"]["localizer"].split("eval").images[0]}
+    def synthetic_image(kind):
+        source = data["sources"][kind]
+        if kind == "classifier":
+            return source.arrays("eval")[0][0]
+        return source.split("eval").images[0]
+
     results, notes = {}, []
     kinds = [k for k in KINDS if k in models]
     bar = keras.utils.Progbar(len(kinds), verbose=1 if verbose else 0,
@@ -541,22 +552,39 @@ def export_and_serve(out_dir, data, models, verbose):
         jpeg = os.path.join(out_dir, "images", f"serving_{kind}.jpg")
         from PIL import Image
 
-        Image.fromarray(synthetic_jpeg[kind]).save(jpeg, quality=95)
+        Image.fromarray(synthetic_image(kind)).save(jpeg, quality=95)
         real = find_real_jpeg(kind)
         if real is None:
-            notes.append(f"{kind}: no real photo found (no ../shared/data or "
-                         "$RESNET_TF_DATA); called on synthetic JPEGs only")
-        files = [real or jpeg, jpeg]
+            root = data_root()
+            why = ("no $RESNET_TF_DATA or ../shared/data folder" if root is None
+                   else f"no JPEG in its photo folders under {root}")
+            notes.append(f"{kind}: no real photo found ({why}); called on the "
+                         "synthetic JPEG only")
+        files = [real, jpeg] if real else [jpeg]
         loaded = tf.saved_model.load(path)
         fn = loaded.signatures[BYTES_SIGNATURE]
         payload = tf.constant([open(f, "rb").read() for f in files])
         out = {k: v.numpy() for k, v in fn(**{BYTES_INPUT: payload}).items()}
-        results[kind] = {"export": path, "files": files, "real_photo": real is not None,
+        results[kind] = {"export": path, "files": files, "real_photo": real,
                          "outputs": {k: list(v.shape) for k, v in out.items()},
-                         "real": _headline(kind, {k: v[:1] for k, v in out.items()}),
-                         "synthetic": _headline(kind, {k: v[1:] for k, v in out.items()})}
+                         "real": _headline(kind, {k: v[:1] for k, v in out.items()})
+                         if real else None,
+                         "synthetic": _headline(kind, {k: v[-1:] for k, v in out.items()})}
         bar.update(i + 1)
     return results, notes
+
+
+def serving_report(serving, notes):
+    """The lines the demo prints about ``export_and_serve``'s results: each
+    export, what it answered for the real photo (only where one was sent)
+    and for the synthetic JPEG, then the notes."""
+    lines = []
+    for kind, r in serving.items():
+        lines.append(f"  {kind}: {r['export']}")
+        if r["real_photo"]:
+            lines.append(f"    real photo {r['real_photo']}: {r['real']}")
+        lines.append(f"    synthetic {r['files'][-1]}: {r['synthetic']}")
+    return lines + [f"  NOTE: {note}" for note in notes]
 
 
 # --- 5. the table --------------------------------------------------------------------
@@ -658,11 +686,8 @@ def run_demo(out_dir="demo-output", quick=False, seed=0, verbose=1, settings=Non
     say("[6/7] Exporting SavedModels for TF Serving and calling each once")
     serving, notes = timer.step("export", lambda: export_and_serve(
         out_dir, data, models, verbose))
-    for kind, r in serving.items():
-        say(f"  {kind}: {r['export']}\n    real photo {r['files'][0]}: {r['real']}\n"
-            f"    synthetic {r['files'][1]}: {r['synthetic']}")
-    for note in notes:
-        say(f"  NOTE: {note}")
+    for line in serving_report(serving, notes):
+        say(line)
 
     say("[7/7] Drawing predictions")
 

@@ -56,8 +56,13 @@ def classifier_function(model):
     return serving_function(model) if is_functional(model) else inference_function(model)
 
 
-def top_k_errors(probs, labels, k=5):
-    """(top-1 error, top-k error) of float [N, C] scores for int [N] labels."""
+def top_k_errors(probs, labels, k=5, unreadable=0):
+    """(top-1 error, top-k error) of float [N, C] scores for int [N] labels.
+
+    ``unreadable`` more images that could not be decoded count as wrong at
+    every k (the conservative reading: the error can't fall by losing
+    files); the errors are over N + unreadable images.
+    """
     probs, labels = np.asarray(probs), np.asarray(labels)
     if len(labels) == 0:
         raise ValueError("no images to evaluate.")
@@ -65,12 +70,34 @@ def top_k_errors(probs, labels, k=5):
     order = np.argsort(-probs, axis=-1)
     top1 = order[:, 0] == labels
     topk = (order[:, :k] == labels[:, None]).any(-1)
-    return 1.0 - top1.mean(), 1.0 - topk.mean()
+    total = len(labels) + int(unreadable)
+    return 1.0 - top1.sum() / total, 1.0 - topk.sum() / total
+
+
+def _first_images(split, n):
+    """``split`` cut to its first ``n`` files, before decoding (so an
+    unreadable file among them counts, and none after them is read)."""
+    import dataclasses
+
+    make = split.make
+    return dataclasses.replace(
+        split, make=lambda shuffle_seed=None: make(shuffle_seed=shuffle_seed).take(n),
+        num_examples=min(n, split.num_examples) if split.num_examples else n)
+
+
+def unreadable_error(what, data, counter, total, consequence):
+    """The ``--strict`` refusal: a ValueError naming the unreadable files."""
+    paths = counter.paths
+    return ValueError(
+        f"{counter.count} of the {total} images of {data} could not be read "
+        f"({', '.join(paths[:5])}{', ...' if len(paths) > 5 else ''}; by reason: "
+        f"{counter.reason_summary()}); --strict {what} evaluation needs all of them. "
+        f"Without --strict {consequence}.")
 
 
 def evaluate_classifier(model_or_dir, data, crops="center", *, batch_size=64,
                         max_images=None, data_dir=None, manual_dir=None,
-                        multiscale_flip=False, verbose=0, **source_kwargs):
+                        multiscale_flip=False, strict=False, verbose=0, **source_kwargs):
     """Top-1 and top-5 error of a classifier directory on a data spec.
 
     Args:
@@ -78,9 +105,19 @@ def evaluate_classifier(model_or_dir, data, crops="center", *, batch_size=64,
         data: a data spec; its evaluation split is used (validation/test
             folder or split, or every image of a flat folder).
         crops: "center", "10" or "multiscale".
-        max_images: evaluate the first N images only.
+        max_images: evaluate the first N images only (unreadable ones
+            among them included).
+        strict: raise ValueError, naming them, if any image can't be read.
     Returns:
-        dict: top1_error, top5_error, images, skipped_images, crops, data.
+        dict: top1_error, top5_error, images, readable_images,
+        unreadable_images, unreadable_paths, skipped_by_reason,
+        top1_error_readable, top5_error_readable, crops, data.
+
+    An image that neither TF nor PIL can decode is named (logged as it is
+    met, and in ``unreadable_paths``) and counted as wrong at top-1 and
+    top-5: ``top1_error``/``top5_error`` are over all ``images``, so they
+    can't fall by losing files; ``*_error_readable`` are over the readable
+    images alone. ``skipped_images`` is ``unreadable_images`` (its old name).
     """
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {CROPS}, got {crops!r}.")
@@ -89,37 +126,48 @@ def evaluate_classifier(model_or_dir, data, crops="center", *, batch_size=64,
     source = open_source(data, data_dir=data_dir, manual_dir=manual_dir,
                          **source_kwargs)
     split = source.split("eval")
+    if max_images:
+        split = _first_images(split, max_images)
     from resnet_tf.train import label_map_for
 
     label_map = label_map_for(source.class_names, clf.class_names, data)
-    counter = SkipCounter()
+    counter = SkipCounter(max_paths=None)
     prep, mean = clf.preprocessing, clf.mean_image
     run = classifier_function(clf.model)
+    probs, labels = [], []
     if crops == "center":
         ds = make_dataset(split, prep, mean, training=False, batch_size=batch_size,
                           cache=False, counter=counter, label_map=label_map)
-        if max_images:
-            ds = ds.unbatch().take(max_images).batch(batch_size)
-        probs, labels = [], []
         for x, y in ds:
             probs.append(np.asarray(run(x), np.float32))
             labels.append(y.numpy())
-        probs, labels = np.concatenate(probs), np.concatenate(labels)
+        if probs:
+            probs, labels = np.concatenate(probs), np.concatenate(labels)
     else:
         probs, labels = _per_image(run, split, prep, mean, crops, counter,
-                                   label_map, max_images, multiscale_flip)
-    top1, top5 = top_k_errors(probs, labels)
-    return {"data": data, "split": split.name, "crops": crops, "images": len(labels),
+                                   label_map, multiscale_flip)
+    unreadable, read = counter.count, len(labels)
+    total = read + unreadable
+    if unreadable and strict:
+        raise unreadable_error("classifier", data, counter, total,
+                               "they count as wrong at top-1 and top-5")
+    if not read:
+        raise ValueError(f"{data}: none of its {total} evaluation images could be read"
+                         + (f" ({', '.join(counter.paths[:5])}, ...)" if unreadable else "")
+                         + ".")
+    top1, top5 = top_k_errors(probs, labels, unreadable=unreadable)
+    top1_read, top5_read = top_k_errors(probs, labels)
+    return {"data": data, "split": split.name, "crops": crops, "images": total,
             "top1_error": float(top1), "top5_error": float(top5),
-            "skipped_images": counter.count}
+            "readable_images": read, "unreadable_images": unreadable,
+            "unreadable_paths": counter.paths, "skipped_by_reason": counter.by_reason,
+            "top1_error_readable": float(top1_read), "top5_error_readable": float(top5_read),
+            "skipped_images": unreadable}
 
 
-def _per_image(run, split, prep, mean, crops, counter, label_map, max_images,
-               flip):
+def _per_image(run, split, prep, mean, crops, counter, label_map, flip):
     mean_t = None if mean is None else tf.constant(mean, tf.float32)
     ds = decoded_examples(split, counter)
-    if max_images:
-        ds = ds.take(max_images)
     if crops == "10":
         ds = ds.map(graph_fn(lambda ex: (prep.ten_crop(ex["image"], mean_t),
                                          ex["label"])),
@@ -137,7 +185,7 @@ def _per_image(run, split, prep, mean, crops, counter, label_map, max_images,
             p = np.mean([np.asarray(run(v[None]), np.float32)[0] for v in views], axis=0)
         probs.append(p)
         labels.append(int(label_map[int(y)]))
-    return np.stack(probs), np.array(labels)
+    return (np.stack(probs) if probs else np.zeros([0, 0], np.float32)), np.array(labels)
 
 
 def read_class_index(path):

@@ -133,21 +133,27 @@ def decode_serving_image(contents, index):
         contents: tf.string scalar, a JPEG/PNG/GIF/BMP file.
         index: int32 scalar, its position in the request (for the message).
 
-    The bytes are classified by ``decode.check_image_bytes`` first; a bad
-    file raises ``image_bytes[i]: <reason>`` without running a decoder. Valid
-    images are decoded exactly as in training and ``predict`` (JPEG with the
-    accurate DCT, palette BMPs through their colour table, alpha dropped).
+    The bytes are classified by ``decode.check_image_bytes`` first, then
+    decoded exactly as in training and ``predict`` (JPEG with the accurate
+    DCT, palette BMPs through their colour table, alpha dropped, EXIF
+    orientation applied in-graph by ``decode.exif_orientation``) where TF's
+    decoders may read them, inside ``decode.attempt`` (an in-graph try). A
+    file TF can't decode raises ``image_bytes[i]: <reason>``: the checks'
+    reason (empty, truncated, not a JPEG/PNG/GIF/BMP image ...) or "corrupt
+    image data" for one whose header and end marker look intact. There is
+    no PIL in a served graph: formats only PIL reads (TIFF, WebP, 1-bit
+    BMP ...) are refused, named by index; convert them to JPEG or PNG.
     """
     fmt, reason = decode.check_image_bytes(contents)
+    image, ok = decode.attempt(decode.decode_checked, (contents, fmt),
+                               when=decode.tf_may_decode(reason))
+    code = tf.where(tf.equal(reason, decode.OK), decode.CORRUPT, reason)
     message = tf.strings.join([
         f"{BYTES_INPUT}[", tf.strings.as_string(index), "]: ",
-        tf.gather(tf.constant(decode.REASONS), reason)])
-    check = tf.debugging.Assert(tf.equal(reason, decode.OK), [message])
+        tf.gather(tf.constant(decode.REASONS), code)])
+    check = tf.debugging.Assert(ok, [message])
     with tf.control_dependencies([check]):
-        fmt = tf.identity(fmt)
-    # A file that passes the checks but is corrupt inside fails in the
-    # decoder itself, also as InvalidArgument ("Invalid JPEG data ...").
-    return decode.decode_checked(contents, fmt)
+        return tf.identity(image)
 
 
 # --- the archive -----------------------------------------------------------------
@@ -259,7 +265,9 @@ def classifier_serving_model(clf):
         example_spec={"images": tf.TensorSpec([crop, crop, 3], tf.float32)},
         predict=predict,
         info={"class_names": list(clf.class_names), "source": os.path.abspath(clf.directory),
-              "preprocessing": prep.to_dict()})
+              "preprocessing": prep.to_dict(),
+              # Any image size maps to the one crop view: nothing is capped.
+              "caps": {}})
 
 
 def export_classifier(directory, base, version=None):
@@ -314,5 +322,11 @@ def run_export(args):
     else:
         print(f"SavedModel for TF Serving: {path}  (signatures {BYTES_SIGNATURE}, "
               f"{TENSOR_SIGNATURE})")
+        # Every limit the signatures put on a request (see each kind's module;
+        # also in assets.extra/resnet_tf_export.json, "caps").
+        with open(os.path.join(path, "assets.extra", EXPORT_INFO)) as f:
+            caps = json.load(f).get("caps", {})
+        print("Caps: " + (", ".join(f"{k} {v}" for k, v in caps.items()) or "none")
+              + ".")
     return 0
 

@@ -2,7 +2,8 @@
 fine-tune detection/localization from, and export a model.
 
     DIR/model.keras        the model (architecture and weights)
-    DIR/resnet_tf.json     kind, class names, preprocessing, recipe, results
+    DIR/resnet_tf.json     kind, class names, preprocessing, recipe, results,
+                           the precision policy the model was built under
     DIR/mean_image.npy     float32 [crop, crop, 3], the per-pixel mean
     DIR/checkpoints/       best.keras (by validation top-1), last.keras
     DIR/backup/            BackupAndRestore state while a run is unfinished
@@ -13,6 +14,17 @@ Every model file is read through ``load_keras_file`` or
 file holding Python code, such as a ``Lambda`` layer's bytecode, is refused),
 and a missing, truncated or corrupt file is a ValueError that names it and
 says what to do, not a traceback from zipfile or h5py.
+
+Precision: ``resnet_tf.json`` records the Keras dtype policy the model was
+built under ("policy": float32, mixed_bfloat16 or mixed_float16; older
+directories have it only under "training"). Keras gives each layer its
+policy when the layer is created, and the files hold the models' configs
+(constructor arguments) without it, so every loader rebuilds the model
+inside ``resnet_tf.precision.policy_scope(recorded_policy(...))``: a
+mixed_bfloat16 directory loads as mixed_bfloat16, and exports serve it with
+bfloat16 weights (``resnet_tf.fold.serving_dtype``). Loading the model
+file alone (``keras.saving.load_model("DIR/model.keras")``) builds it under
+the global policy instead.
 """
 
 import dataclasses
@@ -40,11 +52,15 @@ class Classifier:
     preprocessing: object
     meta: dict
     directory: str
+    policy: str = "float32"
 
 
 def save_classifier(directory, model, class_names, mean_image, preprocessing,
                     recipe=None, results=None, extra=None):
-    """Write ``model`` and its metadata to ``directory`` (created if needed)."""
+    """Write ``model`` and its metadata to ``directory`` (created if needed);
+    the metadata records the dtype policy ``model`` was built under."""
+    from resnet_tf.precision import model_policy
+
     os.makedirs(directory, exist_ok=True)
     if len(class_names) != model.output.shape[-1]:
         raise ValueError(f"{len(class_names)} class names for a model with "
@@ -56,6 +72,7 @@ def save_classifier(directory, model, class_names, mean_image, preprocessing,
     return write_meta(
         directory, "classifier",
         architecture=_jsonable(model.get_config()),
+        policy=model_policy(model),
         class_names=list(class_names),
         preprocessing=preprocessing.to_dict(),
         mean_image=MEAN if mean_image is not None else None,
@@ -66,7 +83,9 @@ def save_classifier(directory, model, class_names, mean_image, preprocessing,
 
 def write_meta(directory, kind, **fields):
     """Write ``resnet_tf.json`` for a model directory of ``kind``
-    ("classifier", "detector", "localizer") atomically."""
+    ("classifier", "detector", "localizer") atomically. ``fields`` should
+    hold ``policy``, the dtype policy the model was built under
+    (``resnet_tf.precision.model_policy``), which the loaders honour."""
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind}
     meta.update(_jsonable(fields))
     atomic_write(os.path.join(directory, META), lambda p: _write_json(p, meta))
@@ -97,21 +116,39 @@ def read_meta(directory, kind=None):
     return meta
 
 
+def recorded_policy(directory, meta):
+    """The dtype policy a model directory's metadata records: "policy", else
+    "training"/"policy" (directories written before "policy" existed), else
+    "float32".
+
+    Raises:
+        ValueError naming ``resnet_tf.json``: a policy this resnet-tf does
+        not know.
+    """
+    from resnet_tf.precision import check_policy
+
+    policy = meta.get("policy") or (meta.get("training") or {}).get("policy") or "float32"
+    return check_policy(policy, os.path.join(directory, META))
+
+
 def load_classifier(directory, compile=False):
-    """Load a classifier directory written by ``save_classifier``."""
+    """Load a classifier directory written by ``save_classifier``, the model
+    built under the dtype policy the directory records (``recorded_policy``)."""
     from resnet_tf.data.preprocessing import Preprocessing
-    import resnet_tf.backbone  # noqa: F401  (registers ResNet for loading)
+    from resnet_tf.precision import policy_scope
 
     meta = read_meta(directory, kind="classifier")
     model_path = os.path.join(directory, MODEL)
     if not os.path.exists(model_path):
         raise ValueError(f"{model_path} is missing from the model directory.")
-    model = load_keras_file(model_path, "classifier", compile=compile,
-                            hint="copy checkpoints/best.keras over it, or retrain")
+    policy = recorded_policy(directory, meta)
+    with policy_scope(policy):
+        model = load_keras_file(model_path, "classifier", compile=compile,
+                                hint="copy checkpoints/best.keras over it, or retrain")
     mean = read_mean_image(directory, meta)
     return Classifier(model=model, class_names=meta["class_names"], mean_image=mean,
                       preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
-                      meta=meta, directory=directory)
+                      meta=meta, directory=directory, policy=policy)
 
 
 _SAFE_MODE_HINT = ("resnet-tf never saves Python code in a model, so the file was not "

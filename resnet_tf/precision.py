@@ -1,4 +1,5 @@
-"""Switches for resnet-tf's backend fast paths, and precision advice.
+"""Switches for resnet-tf's backend fast paths, precision policies, and
+precision advice.
 
 ``fast_paths(False)`` makes the model's layers take the plain Keras code
 (e.g. ``keras.layers.BatchNormalization`` instead of the fused TF kernel), so
@@ -6,9 +7,18 @@ that tests and ``benchmarks/train_throughput.py --numerics`` can check that
 the fast paths train to the same losses. Layers read the switch when they
 are called, i.e. when a step function is traced: build, compile and train
 inside the context.
+
+A model's precision is the Keras dtype policy it was built under
+(``POLICIES``). Keras fixes each layer's policy when the layer is created,
+from the global policy, and a model directory's files do not carry it (the
+models' configs are their constructors' arguments), so every model
+directory records it in ``resnet_tf.json`` ("policy", ``model_policy``)
+and its loader rebuilds the model inside ``policy_scope`` of it.
 """
 
 import contextlib
+
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 _FAST_PATHS = True
 
@@ -27,6 +37,40 @@ def fast_paths(enabled):
         yield
     finally:
         _FAST_PATHS = old
+
+
+def check_policy(policy, where="precision policy"):
+    """``policy`` if it is one of ``POLICIES``, else a ValueError naming it
+    and ``where`` it came from."""
+    if policy not in POLICIES:
+        raise ValueError(f"{where}: unknown precision policy {policy!r}; use one of "
+                         f"{', '.join(POLICIES)}.")
+    return policy
+
+
+@contextlib.contextmanager
+def policy_scope(policy):
+    """Build (or load) models under the Keras dtype policy ``policy`` (one of
+    ``POLICIES``) inside a ``with`` block; the previous global policy is
+    restored afterwards. Layers keep the policy they were created with."""
+    import keras
+
+    check_policy(policy)
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield policy
+    finally:
+        keras.config.set_dtype_policy(old)
+
+
+def model_policy(model):
+    """The name of the dtype policy ``model`` was built under: the policy of
+    the model object itself, which Keras takes from the global policy when
+    the model is created, as it does for the model's layers (a layer built
+    with an explicit dtype, such as the float32 classifier of a mixed
+    model, does not change it)."""
+    return model.dtype_policy.name
 
 
 def slow_bfloat16_reason(policy, cpu_flags=None, has_gpu=None):

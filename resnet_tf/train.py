@@ -26,11 +26,11 @@ from resnet_tf.data.pipeline import compute_mean_image, make_dataset
 from resnet_tf.data.preprocessing import Preprocessing
 from resnet_tf.data.sources import open_source
 from resnet_tf.losses import SparseCrossEntropy
+from resnet_tf.precision import POLICIES  # noqa: F401  (the list lives in precision)
 from resnet_tf.recipes import get_recipe
 
 log = logging.getLogger("resnet_tf.train")
 
-POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 SHARD_POLICIES = ("data", "file", "off", "auto")
 
 
@@ -300,19 +300,15 @@ def fine_tune_callbacks(out_dir, *first, extra=(), backup=None):
 
 @contextlib.contextmanager
 def dtype_policy(policy):
-    if policy not in POLICIES:
-        raise ValueError(f"Unknown precision policy {policy!r}; use one of {POLICIES}.")
-    from resnet_tf.precision import slow_bfloat16_reason
+    """``precision.policy_scope(policy)`` for building a model to train,
+    with a warning where ``policy`` trains slower than float32 here."""
+    from resnet_tf.precision import check_policy, policy_scope, slow_bfloat16_reason
 
-    reason = slow_bfloat16_reason(policy)
+    reason = slow_bfloat16_reason(check_policy(policy, "--precision"))
     if reason:
         log.warning(reason)
-    old = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
+    with policy_scope(policy):
         yield
-    finally:
-        keras.config.set_dtype_policy(old)
 
 
 def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=None,
@@ -520,7 +516,8 @@ def _eval_split_or_none(val_source, source, recipe):
         split = source.split("eval")
     except ValueError:
         return None
-    # A folder without a validation folder or hold-out: no validation.
-    if split.name == "all":
+    # A folder without a validation folder or hold-out: no validation (its
+    # "evaluation" split is the training images).
+    if split.name == "all" or getattr(split, "training_images", False):
         return None
     return split

@@ -3,6 +3,8 @@
 - ``shared_data(name)``: the path of a real dataset folder under
   ``$RESNET_TF_DATA`` or ``../shared/data``; skips when absent, fails under
   ``CI=true`` (CI must test on real data).
+- ``shared_case(name)``: a user's failing input under ``../shared/cases``,
+  the same way.
 - ``op_determinism``: deterministic TF ops for one learning test, so its
   numbers do not vary with thread scheduling from run to run.
 - ``keras_session``: every test starts from the float32 policy and a clean
@@ -27,15 +29,27 @@ def data_root():
     return pathlib.Path(env) if env else REPO.parent / "shared" / "data"
 
 
-def shared_data(name):
-    path = data_root() / name
+def _present_or_skip(path, reason):
+    """``path`` if it exists; else skip, or fail under ``CI=true`` (CI must
+    test on the real files)."""
     if not path.exists():
-        reason = (f"real data {path} not found (set RESNET_TF_DATA or put "
-                  "the shared data beside the repository)")
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+def shared_data(name):
+    path = data_root() / name
+    return _present_or_skip(path, f"real data {path} not found (set RESNET_TF_DATA or put "
+                                  "the shared data beside the repository)")
+
+
+def shared_case(name):
+    """A user's failing input under ``../shared/cases`` (read in place)."""
+    path = REPO.parent / "shared" / "cases" / name
+    return _present_or_skip(path, f"user case {path} not found (put the shared cases "
+                                  "beside the repository)")
 
 
 @pytest.fixture(autouse=True)

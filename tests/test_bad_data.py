@@ -230,9 +230,12 @@ def detection_set(tmp_path, photos):
     for n, data in files.items():
         write(images / n, data)
         # The huge files' XML says the small size: the decoder must catch them
-        # from the file's own header.
+        # from the file's own header. The truncated photo's XML gives its real
+        # size (a stated size the header contradicts is skipped as size_mismatch).
+        size = (PIL.Image.open(photos["bees"][0]).size if n == "truncated.jpg"
+                else (rgb.shape[1], rgb.shape[0]))
         write(notes / f"img_{n.replace('.', '_')}.xml",
-              _voc_xml(n, (rgb.shape[1], rgb.shape[0]), [("RBC", (2, 2, 30, 30))]))
+              _voc_xml(n, size, [("RBC", (2, 2, 30, 30))]))
     write(tmp_path / "outside.jpg", _encode(PIL.Image.new("RGB", (8, 8)), "JPEG"))
     good_box = ("WBC", (10, 10, 200, 200))
     faults = {
@@ -309,8 +312,15 @@ def test_coco_skips_bad_images_by_reason_and_errors_on_a_bad_file(detection_set,
 
     for i in range(3):
         add(f"BloodImage_0000{i}.jpg", (640, 480), [[10, 10, 100, 80]])
+    def own_size(n):  # the size its header gives (size_mismatch otherwise)
+        try:
+            with PIL.Image.open(root / "JPEGImages" / n) as im:
+                return im.size
+        except (OSError, PIL.Image.DecompressionBombError):
+            return (64, 48)  # unreadable: left to the decoder, whatever the size
+
     for n in files:
-        add(n, (64, 48), [[2, 2, 20, 20]])
+        add(n, own_size(n), [[2, 2, 20, 20]])
     add("BloodImage_00000.jpg", (640, 480), [[10, 10, 100, 80], [700, 500, 50, 50]])
     add("BloodImage_00001.jpg", (640, 480), [[10, 10, 100, 80], [300, 10, -50, 40]])
     add("../../outside.jpg", (8, 8), [[1, 1, 4, 4]])

@@ -71,3 +71,28 @@ def test_infer_latency_runs_every_installed_peer():
     rows = _table(out, peers)
     assert list(rows) == ["float32 batch 1"]
     assert all(v > 0 for v in rows["float32 batch 1"]), rows
+
+
+@pytest.mark.slow
+def test_import_weights_times_and_compares_one_torchvision_file():
+    # find_spec, not importorskip: torchvision must not be imported in a process
+    # that has imported TensorFlow (tests/torch_source.py says why).
+    missing = [m for m in ("torch", "torchvision", "safetensors")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed")
+    from conftest import shared_data
+
+    shared_data("imagenet-val-loc")
+    shared_data("hymenoptera")
+    out = _run("import_weights.py", "--sources", "torchvision", "--depths", "18",
+               "--images", "2", "--repeats", "1")
+    rows = [ln for ln in out.splitlines() if ln.startswith("| torchvision ")]
+    assert len(rows) == 1, out
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[1] == "ResNet-18"
+    ours, peer = (float(re.match(r"[\d.]+", c).group()) for c in cells[3:5])
+    assert ours > 0 and peer > 0
+    assert cells[5].endswith("x")  # the ratio column: ours / the framework's own load
+    assert float(cells[6]) < 1e-4, rows  # max |diff| / max |logit|
+    assert cells[8] == "2/2", rows  # top-1 agreement

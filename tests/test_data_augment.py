@@ -203,7 +203,9 @@ def test_center_crop_view_is_the_centre():
     assert resized.shape == (256, 341, 3)
     view = views.center_crop_view(image)
     assert view.shape == (224, 224, 3) and view.dtype == tf.float32
-    np.testing.assert_array_equal(view, resized[16:240, 58:282])
+    # Only the crop is resampled (views.center_crop_view): equal to the
+    # resize's window up to float rounding of the sample positions.
+    np.testing.assert_allclose(view, resized[16:240, 58:282], atol=0.02)
 
 
 def test_ten_crop_views_are_corners_centre_and_mirrors():
@@ -218,7 +220,7 @@ def test_ten_crop_views_are_corners_centre_and_mirrors():
                 resized[(h - 48) // 2:(h - 48) // 2 + 48, (w - 48) // 2:(w - 48) // 2 + 48]]
     expected += [e[:, ::-1] for e in expected]
     for k in range(10):
-        np.testing.assert_array_equal(crops[k], expected[k], err_msg=f"crop {k}")
+        np.testing.assert_allclose(crops[k], expected[k], atol=0.02, err_msg=f"crop {k}")
 
 
 def test_multiscale_views_shorter_sides():

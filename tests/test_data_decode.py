@@ -105,6 +105,8 @@ def good_files():
     add("bmp8_gray", "gray.bmp", encode(rgb.convert("L"), "BMP"))
     add("bmp_top_down", "topdown.bmp", *top_down_bmp())
     add("bmp_trailing_bytes", "trailing.bmp", encode(rgb, "BMP") + b"\x00" * 6, gradient())
+    # TF can't decode a 1-bit BMP; PIL can, and the rule accepts what either reads.
+    add("bmp_1bit_pil", "mono.bmp", encode(rgb.convert("1"), "BMP"))
     return files
 
 
@@ -121,8 +123,6 @@ def bad_files():
         "truncated_png": ("half.png", png[:len(png) // 2], decode.TRUNCATED_PNG),
         "truncated_gif": ("half.gif", gif[:len(gif) // 2], decode.TRUNCATED_GIF),
         "truncated_bmp": ("half.bmp", bmp[:len(bmp) // 2], decode.TRUNCATED_BMP),
-        "bmp_1bit": ("mono.bmp", encode(PIL.Image.fromarray(gradient()).convert("1"), "BMP"),
-                     decode.UNSUPPORTED_BMP),
     }
 
 
@@ -195,8 +195,8 @@ def test_every_truncation_is_caught_before_the_decoder():
 def test_mixed_dataset_yields_exactly_the_good_files(tmp_path, caplog):
     good = write(tmp_path, GOOD)
     bad = write(tmp_path, BAD)
-    # Passes the checks (magic, EOI) but fails inside the decoder: the
-    # ignore_errors safety net drops it, uncounted.
+    # Passes the checks (magic, EOI) but fails inside the decoder (TF's and
+    # PIL's): dropped, and counted and named like the others.
     corrupt = tmp_path / "corrupt_inside.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0" + b"garbage!" * 40 + b"\xff\xd9")
     paths = []
@@ -211,12 +211,12 @@ def test_mixed_dataset_yields_exactly_the_good_files(tmp_path, caplog):
     assert [e["label"] for e in out] == [paths.index(p) for p in good]
     assert all(e["image"].shape == (H, W, 3) and e["image"].dtype == np.uint8 for e in out)
     assert "image_bytes" not in out[0]
-    assert counter.count == len(bad)
-    assert sorted(counter.paths) == sorted(bad)
+    assert counter.count == len(bad) + 1
+    assert sorted(counter.paths) == sorted(bad + [str(corrupt)])
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "resnet_tf.data")
-    for path in bad:
+    for path in bad + [str(corrupt)]:
         assert path in logged
-    assert str(corrupt) not in counter.paths
+    assert counter.by_reason[decode.REASON_KEYS[decode.CORRUPT]] == 1
 
 
 def test_decode_and_filter_keeps_static_shapes(tmp_path):

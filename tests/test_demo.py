@@ -28,8 +28,15 @@ def test_quick_demo_end_to_end(tmp_path, op_determinism):
     for kind in exported:
         assert (out / "serving" / kind / "1" / "saved_model.pb").exists()
         called = s["serving"][kind]
-        assert len(called["files"]) == 2 and called["outputs"]
-        assert all(shape[0] == 2 for shape in called["outputs"].values())
+        # [real photo, synthetic JPEG], or the synthetic one alone (and a note)
+        # where no real photo is found: never a synthetic file called real.
+        sent = 2 if called["real_photo"] else 1
+        assert len(called["files"]) == sent and called["outputs"]
+        assert all(shape[0] == sent for shape in called["outputs"].values())
+        assert called["files"][0] == (called["real_photo"] or called["files"][-1])
+        assert (called["real"] is None) == (not called["real_photo"])
+        assert called["real_photo"] or any(kind in n and "no real photo" in n
+                                           for n in s["notes"])
     for path in s["pictures"]:
         assert os.path.getsize(path) > 1000, path
     names = {os.path.basename(p) for p in s["pictures"]}

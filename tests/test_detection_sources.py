@@ -163,7 +163,10 @@ def _tfds_examples(builder, anns, label_names):
     out = []
     for i, a in enumerate(anns):
         n = len(a.boxes)
-        rel = a.boxes / np.array([a.height, a.width, a.height, a.width], np.float32)
+        # The real voc builder stores the XML's 1-based xmin / width as written.
+        one_based = np.array([1, 1, 0, 0], np.float32) if builder.name == "voc" else 0
+        rel = (a.boxes + one_based) / np.array([a.height, a.width, a.height, a.width],
+                                               np.float32)
         obj = {"bbox": [tfds.features.BBox(*np.clip(b, 0, 1)) for b in rel],
                "label": [label_names[c] for c in a.classes]}
         for key, feat in objects.items():

@@ -284,7 +284,22 @@ def test_mixed_bfloat16_export(tmp_path):
     export_dir = export.export_classifier(directory, str(tmp_path / "serving"))
     files = real_jpegs(4)
     images = decoded(files)
+    # The directory records mixed_bfloat16, so the export computes with
+    # bfloat16 weights folded into its convolutions (resnet_tf.fold).
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+        sm.ParseFromString(f.read())
+    graph = sm.meta_graphs[0].graph_def
+    convs = [n for n in list(graph.node) + [n for fn in graph.library.function
+                                            for n in fn.node_def] if "Conv2D" in n.op]
+    assert convs and {tf.as_dtype(n.attr["T"].type) for n in convs} == {tf.bfloat16}
     by_bytes, by_tensor = fresh_process_outputs(export_dir, files, images, tmp_path)
-    assert_classifier_outputs(by_bytes, keras_probabilities(directory, files), atol=1e-3)
+    # Two bfloat16 computations (8-bit mantissas, rounded at different places:
+    # folded and fused in the export, cast per layer in Keras) of this
+    # ResNet-18's probabilities differed by up to 0.019 (bytes vs predict) and
+    # 0.030 (tensor vs the Keras model); float32 agrees within 1e-5.
+    assert_classifier_outputs(by_bytes, keras_probabilities(directory, files), atol=5e-2)
     assert_classifier_outputs(by_tensor, keras_probabilities_from_arrays(directory, images),
-                              atol=1e-3)
+                              atol=5e-2)

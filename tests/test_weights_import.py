@@ -21,6 +21,7 @@ import keras
 from conftest import REPO, shared_data
 from resnet_tf import model_dir
 from resnet_tf.weights import convention, import_classifier, importer
+from weight_sources import calibrate_batch_norms
 
 pytest.importorskip("torch")
 pytest.importorskip("safetensors")
@@ -93,15 +94,7 @@ def keras_source(pixels, include_top=True, seed=0):
     src = keras.applications.ResNet50(weights=None, include_top=include_top,
                                       classifier_activation=None, input_shape=(224, 224, 3))
     x = keras.applications.resnet.preprocess_input(pixels.copy())
-    rng = np.random.default_rng(seed)
-    bns = [l for l in src.layers if isinstance(l, keras.layers.BatchNormalization)]
-    for bn in bns:
-        bn.gamma.assign(rng.uniform(0.5, 1.5, bn.gamma.shape))
-        bn.beta.assign(rng.normal(0, 0.2, bn.beta.shape))
-        bn.momentum = 0.0  # one training-mode call leaves this batch's statistics
-    src(x, training=True)
-    for bn in bns:
-        bn.momentum = 0.99
+    calibrate_batch_norms(src, lambda: src(x, training=True), seed)
     return src, np.asarray(src(x, training=False))
 
 

@@ -23,6 +23,7 @@ from resnet_tf import ResNet  # noqa: E402
 from resnet_tf.weights.assign import assign_by_name  # noqa: E402
 from resnet_tf.weights.convention import TORCH_IMAGENET  # noqa: E402
 from resnet_tf.weights.keras_hub import read_keras_hub  # noqa: E402
+from weight_sources import calibrate_batch_norms  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's, as keras-hub converts
 LAYOUTS = {18: ("basic_block", [2, 2, 2, 2]), 50: ("bottleneck_block", [3, 4, 6, 3])}
@@ -59,14 +60,8 @@ def make_classifier(depth, pixels, seed=0):
     clf = keras_hub.models.ResNetImageClassifier(
         backbone=backbone, num_classes=CLASSES, preprocessor=preprocessor,
         activation=None)
-    rng = np.random.default_rng(seed)
-    for layer in backbone.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape
-            layer.gamma.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
-            layer.beta.assign(rng.normal(0, 0.2, c).astype("float32"))
-            layer.momentum = 0.0
-    backbone(converter(pixels), training=True)
+    rng = calibrate_batch_norms(backbone, lambda: backbone(converter(pixels), training=True),
+                                seed)
     head = clf.get_layer("predictions")
     head.bias.assign(rng.normal(0, 0.1, CLASSES).astype("float32"))
     return clf

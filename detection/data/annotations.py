@@ -1,4 +1,35 @@
-"""The loaded form of a detection dataset, whatever its source format."""
+"""The loaded form of a detection dataset, whatever its source format.
+
+Also the rules every annotation reader (VOC, COCO, ILSVRC) shares:
+
+- **Frames.** Images are decoded as displayed: EXIF orientation applied
+  (``resnet_tf.data.decode``). Boxes are therefore kept in the displayed
+  frame. ``fit_to_image`` compares the size an annotation states with the
+  image's real size and decides, by one rule:
+
+  1. the stated size is missing or 0: the image's displayed size is used,
+     and the boxes are taken to be in the reader's default frame;
+  2. it equals the displayed size: the boxes are in the displayed frame
+     (what labelImg, CVAT, Label Studio and browsers show) - or, where the
+     stored and displayed sizes are equal too (orientations 1-4, square
+     images), in the reader's default frame;
+  3. it equals only the stored size (orientations 5-8, the sides swapped):
+     the boxes were drawn on the unturned pixels; they are turned with the
+     image (``orient_boxes``) and counted in ``LoadReport.reoriented_images``;
+  4. anything else: the image is skipped, counted as ``size_mismatch``,
+     naming both sizes. Boxes are never trained in another frame.
+
+  The default frame is "displayed" for VOC and COCO (the tools that write
+  them show EXIF-turned images; detectron2 reads COCO the same way) and
+  "stored" for ILSVRC (its boxes and sizes are of the stored pixels, the
+  devkit's convention). For an image without EXIF orientation the frames
+  are the same and rules 1-2 keep the boxes as written.
+- **File names** (``resolve_image``): looked up in each of the reader's
+  folders in order (e.g. a COCO JSON's image folder, then the JSON's own
+  folder, where Label Studio's ``images/0.jpg`` is relative to); a name with
+  Windows separators is also tried with ``/``; nothing outside the dataset
+  folder is read.
+"""
 
 import dataclasses
 import logging
@@ -12,6 +43,14 @@ from resnet_tf.data import report as reasons
 from resnet_tf.data.report import BadItem, SkipReport, format_reasons
 
 log = logging.getLogger("resnet_tf.data")
+
+# Extensions tried for an image named without one (``resolve_image``).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".JPG", ".JPEG", ".png", ".PNG", ".bmp", ".gif")
+# The frame an annotation's boxes are taken to be in when its stated size
+# can't tell (``fit_to_image``).
+DISPLAYED, STORED = "displayed", "stored"
+# EXIF orientations that swap height and width (resnet_tf.data.decode).
+SWAPS_SIDES = (5, 6, 7, 8)
 
 
 @dataclasses.dataclass
@@ -49,6 +88,7 @@ class LoadReport:
     clipped_boxes: int = 0
     dropped_boxes: int = 0
     images_without_boxes: int = 0
+    reoriented_images: int = 0  # boxes turned from the stored to the displayed frame
     warnings: int = 0
     skipped_images: int = 0  # annotation files or image entries not used
     dropped: list = dataclasses.field(default_factory=list)  # (file, index, reason)
@@ -83,6 +123,8 @@ class LoadReport:
                 f"dropped (zero-area, inverted or outside), {self.images_without_boxes} "
                 "images without boxes"
                 + (f", {self.skipped_images} images skipped" if self.skipped_images else "")
+                + (f", {self.reoriented_images} images' boxes turned by their EXIF "
+                   "orientation" if self.reoriented_images else "")
                 + (f", {self.warnings} other warnings" if self.warnings else "")
                 + f"; skipped by reason: {format_reasons(self.by_reason)}")
 
@@ -91,6 +133,7 @@ class LoadReport:
                 "clipped_boxes": self.clipped_boxes, "dropped_boxes": self.dropped_boxes,
                 "images_without_boxes": self.images_without_boxes,
                 "skipped_images": self.skipped_images, "warnings": self.warnings,
+                "reoriented_images": self.reoriented_images,
                 "skipped_by_reason": self.by_reason}
 
 
@@ -124,24 +167,54 @@ def parse_xml(path):
         raise BadItem(path, f"malformed XML ({e})", reasons.MALFORMED) from None
 
 
-def resolve_image(where, image_dir, name, field):
-    """The path of image ``name`` inside ``image_dir``.
+def resolve_image(where, image_dirs, name, field, root=None, stem=None):
+    """The path of image ``name``, looked up in ``image_dirs`` in order.
 
-    Raises ``BadItem`` (a ValueError naming ``where``, the annotation file,
-    and ``field``, the annotation's key) for a name that points outside
-    ``image_dir`` (reason ``path_outside_root``) or a file that does not
-    exist (``missing_image``). abspath, not realpath: a symlinked image
-    folder is fine, "../x" is not.
+    Args:
+        where: the annotation file, for messages.
+        image_dirs: a folder or a list of folders; the first that holds the
+            file wins.
+        name: the annotation's file name (may hold sub-folders, and
+            Windows ``\\`` separators, tried as ``/`` too).
+        field: the annotation's key, for messages (``"<filename>"``).
+        root: the dataset folder nothing may be read outside of (default:
+            the first of ``image_dirs``).
+        stem: an id to try as ``<stem>.<ext>`` in each folder when ``name``
+            is not found (VOC's devkit builds ``JPEGImages/<id>.jpg`` from
+            the annotation file's id, whatever ``<filename>`` says).
+
+    Raises ``BadItem`` (a ValueError naming ``where`` and ``field``) for a
+    name that points outside ``root`` (reason ``path_outside_root``) or a
+    file found in none of the folders (``missing_image``, naming each place
+    looked). abspath, not realpath: a symlinked image folder is fine, "../x"
+    is not.
     """
-    root = os.path.abspath(image_dir)
-    path = os.path.abspath(os.path.join(image_dir, name))
-    if os.path.commonpath([root, path]) != root:
-        raise BadItem(where, f"{field} {name!r} points outside the dataset's image "
-                      f"folder {image_dir}; refusing to read it", reasons.OUTSIDE_ROOT)
-    if not os.path.isfile(path):
-        raise BadItem(where, f"image file {path} (from {field}) does not exist",
-                      reasons.MISSING_IMAGE)
-    return path
+    dirs = [image_dirs] if isinstance(image_dirs, (str, os.PathLike)) else list(image_dirs)
+    root = os.path.abspath(root if root is not None else dirs[0])
+    dirs = [d for d in dirs if os.path.commonpath([root, os.path.abspath(d)]) == root]
+    written = [name]
+    if "\\" in name and os.sep != "\\":
+        written.append(name.replace("\\", "/"))
+    guesses = []
+    if not os.path.splitext(name)[1]:  # "000005": the id without its extension
+        guesses += [name + ext for ext in IMAGE_EXTENSIONS]
+    if stem:
+        guesses += [stem + ext for ext in IMAGE_EXTENSIONS]
+    for n in written + guesses:
+        for d in dirs:
+            path = os.path.abspath(os.path.join(d, n))
+            if os.path.commonpath([root, path]) != root:
+                if n in written:
+                    raise BadItem(where, f"{field} {name!r} points outside the dataset "
+                                  f"folder {root}; refusing to read it. Write it "
+                                  "relative to the image folder.", reasons.OUTSIDE_ROOT)
+                continue
+            if os.path.isfile(path):
+                return path
+    looked = " and ".join(os.path.abspath(os.path.join(d, name)) for d in dirs)
+    also = " (also with / for \\ and with image extensions)" if written[1:] or guesses else ""
+    raise BadItem(where, f"image file {name!r} (from {field}) does not exist: looked for "
+                  f"{looked}{also}", reasons.MISSING_IMAGE)
 
 
 def clean_boxes(where, boxes, height, width, report):
@@ -180,14 +253,20 @@ def clean_boxes(where, boxes, height, width, report):
     return boxes[keep], keep
 
 
-def image_header_size(image_path, where):
-    """``(width, height)`` from an image file's header (PIL reads no pixels),
-    or ``BadItem`` with the reason the decoder would skip the file for."""
+def image_header_info(image_path, where):
+    """``((width, height), orientation)`` of an image file as stored, read
+    from its header (PIL reads no pixels); ``orientation`` is the EXIF
+    Orientation (1..8; 1 where absent or out of range), read from the same
+    place the decoder reads it (``resnet_tf.data.decode.exif_orientation``:
+    a JPEG's APP1 Exif segment, a PNG's eXIf chunk before the image data).
+
+    Raises ``BadItem`` with the reason the decoder would skip the file for.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(image_path) as im:
-            return im.size
+            size, raw = im.size, im.info.get("exif")
     except Image.DecompressionBombError as e:
         raise BadItem(where, f"image {image_path} is too large ({e})",
                       reasons.TOO_LARGE) from None
@@ -198,3 +277,115 @@ def image_header_size(image_path, where):
     except Exception as e:  # noqa: BLE001 (PIL raises many kinds)
         raise BadItem(where, f"image {image_path}: unreadable header ({e})",
                       reasons.UNREADABLE_IMAGE) from None
+    orientation = 1
+    if raw:
+        try:
+            exif = Image.Exif()
+            exif.load(raw)
+            orientation = exif.get(0x0112, 1)
+        except Exception:  # noqa: BLE001 (a malformed EXIF block: as stored, like the decoder)
+            orientation = 1
+    if not isinstance(orientation, int) or not 1 <= orientation <= 8:
+        orientation = 1
+    return size, orientation
+
+
+def image_header_size(image_path, where):
+    """``(width, height)`` of an image file as displayed (EXIF orientation
+    applied, as the decoder does), from its header; ``BadItem`` as
+    ``image_header_info``."""
+    (width, height), orientation = image_header_info(image_path, where)
+    return (height, width) if orientation in SWAPS_SIDES else (width, height)
+
+
+def orient_boxes(boxes, stored_size, orientation):
+    """Boxes drawn on the stored pixels -> the same boxes on the image turned
+    by its EXIF ``orientation`` (what the decoder returns).
+
+    Args:
+        boxes: float [N, 4], (ymin, xmin, ymax, xmax) continuous pixels of
+            the stored image.
+        stored_size: (height, width) of the stored image.
+        orientation: 1..8.
+    Returns:
+        float32 [N, 4], (ymin, xmin, ymax, xmax) in the displayed image,
+        whose size is (width, height) for orientations 5..8.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    h, w = (np.float32(v) for v in stored_size)
+    y0, x0, y1, x1 = boxes.T
+    # Each corner's image under the turn, in continuous coordinates; written
+    # out (no min/max) so that an inverted box stays inverted and is dropped.
+    turned = {
+        1: (y0, x0, y1, x1), 2: (y0, w - x1, y1, w - x0),
+        3: (h - y1, w - x1, h - y0, w - x0), 4: (h - y1, x0, h - y0, x1),
+        5: (x0, y0, x1, y1), 6: (x0, h - y1, x1, h - y0),
+        7: (w - x1, h - y1, w - x0, h - y0), 8: (w - x1, y0, w - x0, y1),
+    }
+    return np.stack(turned.get(int(orientation), turned[1]), -1).astype(np.float32)
+
+
+def fit_to_image(where, image_path, boxes, stated, report, frame=DISPLAYED, info=None):
+    """An annotation's boxes in the frame of the decoded image, by the rule in
+    the module docstring.
+
+    Args:
+        where: the annotation (file, "file:line"), for messages.
+        image_path: the image file.
+        boxes: float [N, 4], (ymin, xmin, ymax, xmax) pixels as written.
+        stated: (height, width) the annotation states, or None.
+        report: the ``LoadReport`` counting turned boxes.
+        frame: ``DISPLAYED`` or ``STORED``: the reader's default frame.
+        info: ``image_header_info``'s result (or the ``BadItem`` it
+            raised), if already read.
+    Returns:
+        ``(boxes float32 [N, 4], height, width)``: displayed frame and size.
+        An image whose header can't be read keeps the stated size and boxes
+        as written: the decoder skips and counts it (by the same reason).
+    Raises:
+        ``BadItem`` with reason ``size_mismatch`` (the stated size is
+        neither the displayed nor the stored size), or the header's reason
+        when no size is stated.
+    """
+    if info is None:
+        try:
+            info = image_header_info(image_path, where)
+        except BadItem as e:
+            info = e
+    valid_stated = stated is not None and min(int(v) for v in stated) > 0
+    if isinstance(info, BadItem):
+        if not valid_stated:
+            raise info
+        return np.asarray(boxes, np.float32).reshape(-1, 4), int(stated[0]), int(stated[1])
+    (sw, sh), orientation = info
+    stored = (sh, sw)
+    displayed = (sw, sh) if orientation in SWAPS_SIDES else stored
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if stated is not None:
+        stated = tuple(int(v) for v in stated)
+    if stated is None or min(stated) <= 0:
+        if stated is not None:
+            report.warn(where, f"states size {stated[1]}x{stated[0]} (width x height); "
+                        f"using the image's {displayed[1]}x{displayed[0]}")
+        in_frame = frame
+    elif stated == displayed and stated == stored:
+        in_frame = frame
+    elif stated == displayed:
+        in_frame = DISPLAYED
+    elif stated == stored:
+        in_frame = STORED
+    else:
+        turned = (f" (stored {sw}x{sh}, EXIF orientation {orientation})"
+                  if orientation != 1 else "")
+        raise BadItem(where, f"states the image size {stated[1]}x{stated[0]} (width x "
+                      f"height) but {image_path} is {displayed[1]}x{displayed[0]}"
+                      f"{turned}; its boxes would land in the wrong place. Fix the "
+                      "size (and the boxes) in the annotation, or annotate the image "
+                      "again", reasons.SIZE_MISMATCH)
+    if in_frame == STORED and orientation != 1:
+        boxes = orient_boxes(boxes, stored, orientation)
+        report.reoriented_images += 1
+        log.info("%s: boxes drawn on the stored %dx%d pixels, turned by EXIF orientation "
+                 "%d to the displayed %dx%d image", where, sw, sh, orientation,
+                 displayed[1], displayed[0])
+    return boxes, displayed[0], displayed[1]

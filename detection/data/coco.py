@@ -4,8 +4,31 @@ Layouts:
 - the COCO release: ``PATH/annotations/instances_{SPLIT}.json`` with images
   in ``PATH/{SPLIT}/`` (``SPLIT`` e.g. ``train2017``, ``val2017``); without
   a split, training uses the ``train*`` file and evaluation the ``val*`` one;
-- one JSON file (``coco:PATH/to/file.json``): images are looked up beside it,
-  or in an ``images/`` folder beside it.
+- one JSON file (``coco:PATH/to/file.json``, or a folder holding exactly
+  one ``.json`` file): images are looked up in an ``images/`` folder beside
+  it, then beside it;
+- split folders (Roboflow's COCO export): ``PATH/train/``, ``PATH/valid/``
+  (or another name of ``resnet_tf.data.sources.EVAL_DIR_NAMES``), each
+  holding one JSON file (``_annotations.coco.json``) and its images;
+  training uses the training folder, evaluation the first evaluation
+  folder, and ``coco:PATH:NAME`` names a folder.
+
+``file_name`` is resolved the way COCO's own tools do (detectron2's
+``image_root`` + ``file_name``), in each image folder in turn: the split's
+folder (or ``images/``), then the JSON's folder, then (release layout) the
+dataset folder. So the COCO release's ``000000000139.jpg``, Label Studio's
+``images/0.jpg`` (relative to ``result.json``), Roboflow's and CVAT's bare
+names all resolve; a name with Windows ``\\`` separators is tried with
+``/``. Nothing outside the dataset folder is read.
+
+Frames and sizes: images are decoded as displayed (EXIF orientation
+applied; detectron2 reads COCO the same way), and each image entry's
+``width``/``height`` is compared with the image file's displayed size
+(``detection.data.annotations.fit_to_image``): equal, the boxes are used as
+written; equal to the stored size of an image whose EXIF orientation swaps
+its sides, the boxes are turned with the image (``reoriented_images``); 0,
+the image's size is used; anything else, the image is skipped as
+``size_mismatch``, naming both sizes.
 
 COCO boxes are ``[x, y, width, height]`` in continuous pixels; they become
 internal ``(ymin, xmin, ymax, xmax)`` here, the dataset boundary. Classes are
@@ -16,41 +39,65 @@ boxes are dropped with a warning and counted; boxes past the image are
 clipped (``LoadReport``).
 
 An image entry that can't be used is skipped with a warning and counted by
-reason (its annotations with it): a ``file_name`` that leaves the image
+reason (its annotations with it): a ``file_name`` that leaves the dataset
 folder or does not exist, an annotation with a ``category_id`` that is not
-among the categories. A file that is not UTF-8 JSON, lacks a required key,
+among the categories, a size that disagrees with the image. A file that
+lists no image, or no usable one, is a ValueError with the counts by reason.
+A file that is not UTF-8 JSON, lacks a required key,
 has a ``bbox`` that is not four numbers, repeats an image id, has
 annotations of images it does not list, or has a category outside
 ``class_names`` is a ValueError: the file as a whole is wrong.
 """
 
+import concurrent.futures
 import glob
 import json
 import os
 
 import numpy as np
 
-from detection.data.annotations import (ImageAnnotation, LoadReport, clean_boxes,
-                                         resolve_image)
+from detection.data.annotations import (DISPLAYED, ImageAnnotation, LoadReport, clean_boxes,
+                                         fit_to_image, image_header_info, resolve_image)
 from detection.ops.boxes import to_internal
 from resnet_tf.data import report as reasons
 from resnet_tf.data.report import BadItem
 
 
 def find_coco_json(root, split=None, which="train"):
-    """``(json_path, image_dir)`` for a ``coco:`` spec (see the module docstring)."""
+    """``(json_path, image_dirs)`` for a ``coco:`` spec: the folders
+    ``file_name`` is looked up in, in order (see the module docstring)."""
     if os.path.isfile(root):
         if split:
             raise ValueError(f"coco:{root}:{split}: a split is only meaningful with a "
                              "COCO folder (annotations/instances_SPLIT.json).")
         folder = os.path.dirname(os.path.abspath(root))
         images = os.path.join(folder, "images")
-        return root, images if os.path.isdir(images) else folder
+        return root, ([images] if os.path.isdir(images) else []) + [folder]
     if not os.path.isdir(root):
         raise ValueError(f"{root}: no such file or folder; coco:PATH needs a COCO "
                          "annotation JSON file or a folder with annotations/"
                          "instances_SPLIT.json.")
     ann_dir = os.path.join(root, "annotations")
+    if not os.path.isdir(ann_dir):
+        jsons = sorted(glob.glob(os.path.join(root, "*.json")))
+        if len(jsons) == 1 and not split:
+            return find_coco_json(jsons[0])
+        from resnet_tf.data.sources import find_split_dirs
+
+        train, evals, _ = find_split_dirs(root)
+        if train or evals:
+            # No evaluation folder: the training one (CocoSource says so).
+            folder = split or (train if which == "train" or not evals else evals[0])
+            if folder is None or not os.path.isdir(os.path.join(root, folder)):
+                have = ", ".join(f"{d}/" for d in [train, *evals] if d)
+                raise ValueError(f"{root}: no {'training' if which == 'train' else 'evaluation'}"
+                                 f" folder among its split folders ({have}); name one: "
+                                 f"coco:{root}:FOLDER.")
+            found = sorted(glob.glob(os.path.join(root, folder, "*.json")))
+            if len(found) != 1:
+                raise ValueError(f"{os.path.join(root, folder)}: {len(found)} .json files; "
+                                 "a split folder needs exactly one COCO annotation file.")
+            return find_coco_json(found[0])
     if split is None:
         found = sorted(glob.glob(os.path.join(ann_dir, "instances_*.json")))
         stems = [os.path.basename(p)[len("instances_"):-len(".json")] for p in found]
@@ -65,7 +112,8 @@ def find_coco_json(root, split=None, which="train"):
     if not os.path.isfile(path):
         raise ValueError(f"{path}: not found; coco:{root}:{split} expects it.")
     images = os.path.join(root, split)
-    return path, images if os.path.isdir(images) else os.path.join(root, "images")
+    return path, [images if os.path.isdir(images) else os.path.join(root, "images"),
+                  ann_dir, root]
 
 
 def _require(obj, key, where):
@@ -74,19 +122,33 @@ def _require(obj, key, where):
     return obj[key]
 
 
-def read_coco(json_path, image_dir, class_names=None):
+def read_coco(json_path, image_dir, class_names=None, root=None, workers=8):
     """Read a COCO instances file.
 
     Args:
         json_path: the annotation file.
-        image_dir: where each image's ``file_name`` is looked up.
+        image_dir: a folder, or folders in order, where each image's
+            ``file_name`` is looked up; the JSON's own folder is tried last.
         class_names: fixes the classes and their order (e.g. a trained
             detector's); every category name must be among them. None: the
             categories in ascending id order.
+        root: the dataset folder no image may be read outside of (default:
+            the folder holding both the JSON file and the image folders).
+        workers: threads reading image headers (sizes, EXIF orientation).
     Returns:
         ``(annotations, class_names, report)`` with one ``ImageAnnotation``
-        per image entry (images without boxes included).
+        per usable image entry (images without boxes included); boxes
+        float32 [N, 4] (ymin, xmin, ymax, xmax), continuous pixels of the
+        image as decoded (displayed frame).
+    Raises:
+        ValueError naming the file: see the module docstring, including a
+        file with no usable image (with the counts by reason).
     """
+    dirs = [image_dir] if isinstance(image_dir, (str, os.PathLike)) else list(image_dir)
+    json_dir = os.path.dirname(os.path.abspath(json_path))
+    dirs = list(dict.fromkeys(os.path.abspath(d) for d in [*dirs, json_dir]))
+    if root is None:
+        root = os.path.commonpath(dirs)
     try:
         with open(json_path, encoding="utf-8") as f:  # JSON is UTF-8 (RFC 8259)
             data = json.load(f)
@@ -113,8 +175,11 @@ def read_coco(json_path, image_dir, class_names=None):
     by_image = {}
     for a in _require(data, "annotations", where):
         by_image.setdefault(_require(a, "image_id", where), []).append(a)
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{json_path}: 'images' lists no image; a COCO file needs one "
+                         "entry per image (id, file_name, width, height).")
     report = LoadReport()
-    out, seen = [], set()
+    found, seen = [], set()
     for img in entries:
         image_id = _require(img, "id", where)
         if image_id in seen:
@@ -135,8 +200,8 @@ def read_coco(json_path, image_dir, class_names=None):
             classes.append(cat_index.get(a["category_id"]))
             crowd.append(bool(a.get("iscrowd", 0)))
         try:
-            path = resolve_image(json_path, image_dir, name,
-                                 f"file_name of image id {image_id}")
+            path = resolve_image(json_path, dirs, name,
+                                 f"file_name of image id {image_id}", root=root)
             unknown = [a for a, c in zip(anns, classes) if c is None]
             if unknown:
                 raise BadItem(json_path, f"image id {image_id} ({name}): annotation "
@@ -146,8 +211,28 @@ def read_coco(json_path, image_dir, class_names=None):
         except BadItem as e:
             report.skip_image(e)
             continue
+        found.append((image_id, name, path, height, width, xywh, classes, crowd))
+
+    def header(path):
+        try:
+            return image_header_info(path, path)
+        except BadItem as e:
+            return e
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        headers = list(pool.map(header, [f[2] for f in found]))
+    out = []
+    for (image_id, name, path, height, width, xywh, classes, crowd), info in zip(found,
+                                                                                  headers):
         raw = (np.asarray(to_internal(np.asarray(xywh, np.float32), "xywh"))
                if xywh else np.zeros((0, 4), np.float32))
+        where = f"{json_path} (image id {image_id}, {name})"
+        try:
+            raw, height, width = fit_to_image(where, path, raw, (height, width), report,
+                                              DISPLAYED, info)
+        except BadItem as e:
+            report.skip_image(e)
+            continue
         boxes, keep = clean_boxes(f"{json_path} (image {name})", raw, height, width,
                                   report)
         report.images += 1
@@ -161,4 +246,8 @@ def read_coco(json_path, image_dir, class_names=None):
         orphan = next(iter(by_image))
         raise ValueError(f"{json_path}: {sum(map(len, by_image.values()))} annotations "
                          f"refer to image ids not in 'images' (e.g. {orphan}).")
+    if not out:
+        raise ValueError(f"{json_path}: no usable image of {len(entries)} listed "
+                         f"({report.summary()}); the warnings above name each image and "
+                         "why.")
     return out, list(class_names), report

@@ -28,7 +28,6 @@ no whole pixel inside the decoded image) in ``CropResult.skips``, a
 """
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -169,41 +168,13 @@ def _prepare_out(out_dir, split_dirs):
                    "splits": list(split_dirs), "complete": False}, f)
 
 
-@functools.lru_cache(maxsize=None)
-def _decoder():
-    """``contents -> (image, check code, ok)``, traced once: eager TF costs
-    some 20 ms an image in op dispatch alone."""
-    import tensorflow as tf
-
-    from resnet_tf.data import decode
-
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
-    @decode.graph_fn
-    def run(contents):
-        code = decode.check_image_bytes(contents)[1]
-        image, ok = decode.decode_image(contents, tf.constant(""))
-        return image, code, ok
-
-    return run
-
-
 def _decode(contents, where):
     """``(uint8 [H, W, 3], None, None)`` or ``(None, reason key, message)``,
-    by the tolerant decoder the training pipelines use."""
-    import tensorflow as tf
-
+    by the rule the training pipelines use: what TF or PIL decodes fully
+    (``resnet_tf.data.decode.decode_bytes``)."""
     from resnet_tf.data import decode
 
-    try:
-        image, code, ok = _decoder()(tf.convert_to_tensor(contents, tf.string))
-    except tf.errors.OpError as e:
-        return None, reasons.UNREADABLE_IMAGE, f"the decoder failed ({e.message})"
-    code = int(code)
-    if code != decode.OK:
-        return None, decode.REASON_KEYS[code], decode.REASONS[code]
-    if not bool(ok):
-        return None, reasons.UNREADABLE_IMAGE, "not a readable JPEG/PNG/GIF/BMP image"
-    return image.numpy(), None, None
+    return decode.decode_bytes(contents)
 
 
 def _read_file(path):

@@ -6,10 +6,28 @@ setting, which the paper used), flipped horizontally at random when
 training, mean-subtracted (per channel), and zero-padded to a fixed
 ``pad_size`` square; boxes are scaled with the image and padded to
 ``max_boxes`` rows of -1. Fixed sizes keep one traced graph for the run.
+
+Limits, and where each is counted (``count_caps``, printed by
+``train_detector`` as "Capped: ..." and saved in its results as ``caps``):
+
+- boxes per image: ``max_boxes`` None (the default) pads to the largest
+  count in the split, so every box trains; a number drops the boxes past
+  it, each such image named in a warning and counted;
+- image size: the longer side is held to ``max_side``, so the shorter side
+  of an elongated image stays under ``shorter_side`` (counted); files whose
+  header claims more than ``decode.MAX_PIXELS`` pixels are skipped as
+  ``too_large`` by the decoder (in the "Skipped:" line);
+- proposals: the proposal layer scores the top ``pre_nms`` anchors and keeps
+  ``post_nms`` boxes after NMS (``detection.proposals``); images whose
+  anchors or objects exceed them are counted;
+- detections: images with more objects than ``max_detections`` (which
+  ``train_detector`` raises to the split's largest count) are counted.
 """
 
 import dataclasses
+import logging
 import math
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -18,16 +36,42 @@ from detection.data.annotations import ImageAnnotation
 from detection.ops.boxes import PAD
 from resnet_tf.data.decode import SkipCounter, decode_and_filter, graph_fn
 
+log = logging.getLogger("resnet_tf.data")
+
 IMAGENET_MEAN_RGB = (123.68, 116.78, 103.94)  # used when no classifier mean is given
+STRIDE = 16  # the C4 trunk's stride: one anchor location per 16 x 16 pixels
+
+# --- cap keys (count_caps): a limit that met the data, never a silent loss ---------
+CAP_MAX_BOXES = "boxes_over_max_boxes"  # boxes past max_boxes are not trained
+CAP_MAX_SIDE = "held_by_max_side"  # longer side at max_side: shorter side < shorter_side
+CAP_PRE_NMS = "anchors_over_pre_nms"  # only the top pre_nms anchors become proposals
+CAP_POST_NMS = "objects_over_post_nms"  # more objects than proposals kept after NMS
+CAP_DETECTIONS = "objects_over_max_detections"  # more objects than an image may return
 
 
 @dataclasses.dataclass
 class DetectionPreprocessing:
+    """The detector's input geometry (saved with every detector).
+
+    Attributes:
+        shorter_side, max_side: pixels; the resize (``scale_for``).
+        flip: random horizontal flips in training.
+        max_boxes: ground-truth rows per image; None (default) pads to the
+            largest count of the split (nothing dropped); an int drops the
+            boxes past it (warned per image, counted by ``count_caps``).
+        mean_rgb: per-channel mean subtracted, RGB, [0, 255].
+    """
+
     shorter_side: int = 600
     max_side: int = 1000
     flip: bool = True
-    max_boxes: int = 100
+    max_boxes: Optional[int] = None
     mean_rgb: tuple = IMAGENET_MEAN_RGB
+
+    def __post_init__(self):
+        if self.max_boxes is not None and int(self.max_boxes) < 1:
+            raise ValueError(f"max_boxes must be >= 1 or None (the split's largest "
+                             f"count), got {self.max_boxes}.")
 
     @property
     def pad_size(self):
@@ -46,27 +90,130 @@ class DetectionPreprocessing:
         return d
 
 
+def most_boxes(annotations):
+    """The largest number of boxes of one image (0 for none)."""
+    return max((len(a.boxes) for a in annotations), default=0)
+
+
+def target_rows(annotations, max_boxes=None):
+    """G, the ground-truth rows per image: the split's largest count, or
+    ``max_boxes`` when that is smaller; at least 1."""
+    most = most_boxes(annotations)
+    return max(1, most if max_boxes is None else min(int(max_boxes), most))
+
+
 def _pad_targets(annotations, max_boxes):
     n = len(annotations)
-    g = max(1, min(max_boxes, max((len(a.boxes) for a in annotations), default=1)))
+    g = target_rows(annotations, max_boxes)
     boxes = np.full((n, g, 4), PAD, np.float32)
     classes = np.full((n, g), -1, np.int32)
     for i, a in enumerate(annotations):
         k = min(len(a.boxes), g)
+        if k < len(a.boxes):
+            log.warning("%s: %d of its %d boxes are past max_boxes=%d and are not "
+                        "trained; leave max_boxes unset (None) to train them all.",
+                        a.path, len(a.boxes) - k, len(a.boxes), g)
         boxes[i, :k] = a.boxes[:k]
         classes[i, :k] = a.classes[:k]
     return boxes, classes
 
 
+def count_caps(annotations, prep, *, proposals=None, max_detections=None,
+               anchors_per_location=None):
+    """Every limit the detector puts on a split's images, counted.
+
+    Args:
+        annotations: the split's ``ImageAnnotation`` list (their ``height``
+            and ``width``; 0 = unknown, left out of the size count).
+        prep: its ``DetectionPreprocessing``.
+        proposals: the model's ``ProposalConfig`` (or None to leave the
+            proposal budgets out); ``anchors_per_location``: anchors per
+            stride-16 cell (``AnchorGenerator.num_anchors``).
+        max_detections: the model's detections per image (or None).
+
+    Returns:
+        ``{cap key: {"limit": ..., "images": int, "of": int, ...}}``:
+        ``images`` of the ``of`` images met the limit. Keys (module
+        constants): ``CAP_MAX_BOXES`` (also ``"boxes"`` dropped and
+        ``"largest"``), ``CAP_MAX_SIDE``, ``CAP_PRE_NMS`` (``"anchors"`` per
+        padded image), ``CAP_POST_NMS``, ``CAP_DETECTIONS``.
+    """
+    n = len(annotations)
+    counts = np.array([len(a.boxes) for a in annotations], np.int64)
+    g = target_rows(annotations, prep.max_boxes)
+    over = counts > g
+    caps = {CAP_MAX_BOXES: {"limit": prep.max_boxes, "images": int(over.sum()), "of": n,
+                            "boxes": int((counts - g)[over].sum()),
+                            "largest": int(counts.max(initial=0))}}
+    sizes = np.array([(a.height, a.width) for a in annotations], np.float64).reshape(-1, 2)
+    known = (sizes > 0).all(axis=1)
+    short, long = sizes.min(axis=1), sizes.max(axis=1)
+    # scale_for: the longer side decides when shorter_side would push it past max_side.
+    held = known & (long * (prep.shorter_side / np.where(known, short, 1)) > prep.max_side)
+    caps[CAP_MAX_SIDE] = {"limit": prep.max_side, "images": int(held.sum()), "of": n,
+                          "unknown_size": int((~known).sum())}
+    if proposals is not None:
+        cells = (prep.pad_size // STRIDE) ** 2
+        anchors = cells * int(anchors_per_location or 1)
+        pre = min(proposals.pre_nms_train, proposals.pre_nms_test)
+        caps[CAP_PRE_NMS] = {"limit": [proposals.pre_nms_train, proposals.pre_nms_test],
+                             "images": n if anchors > pre else 0, "of": n,
+                             "anchors": anchors}
+        post = min(proposals.post_nms_train, proposals.post_nms_test)
+        caps[CAP_POST_NMS] = {"limit": [proposals.post_nms_train, proposals.post_nms_test],
+                              "images": int((counts > post).sum()), "of": n}
+    if max_detections is not None:
+        caps[CAP_DETECTIONS] = {"limit": int(max_detections),
+                                "images": int((counts > max_detections).sum()), "of": n}
+    return caps
+
+
+def format_caps(caps):
+    """``count_caps``'s dict as the line a run prints: ``"Capped: ..."``."""
+    def limit(c):
+        v = c["limit"]
+        return "none" if v is None else "/".join(str(x) for x in v) if isinstance(
+            v, (list, tuple)) else str(v)
+
+    parts = []
+    for key, c in caps.items():
+        extra = ""
+        if key == CAP_MAX_BOXES:
+            extra = f", {c['boxes']} boxes not trained, largest image {c['largest']}"
+        elif key == CAP_PRE_NMS:
+            extra = f" of {c['anchors']} anchors"
+        elif key == CAP_MAX_SIDE and c.get("unknown_size"):
+            extra = f", {c['unknown_size']} of unknown size"
+        parts.append(f"{key} {c['images']}/{c['of']} images (limit {limit(c)}{extra})")
+    return "Capped: " + "; ".join(parts) + "."
+
+
 def prepare_example(image, boxes, classes, prep, seed=None):
     """One example: uint8 image [H, W, 3], internal boxes [G, 4] -> the
     model's ``(x, y)`` with fixed shapes. ``seed`` (int [2]) enables the
-    random flip."""
+    random flip.
+
+    Any image size (H, W >= 1) works, shapes unknown until run time; the
+    image is resized (to at most ``max_side`` a side, at least 1 pixel) and
+    then padded, so the work and memory are bounded by the output, float32
+    [pad_size, pad_size, 3], not by the input's aspect ratio.
+
+    Returns:
+        ``({"images": float32 [P, P, 3], "image_sizes": float32 [2] (resized
+        height, width)}, {"boxes": float32 [G, 4] resized pixels (ymin,
+        xmin, ymax, xmax), padded -1, "classes": int32 [G]})``.
+    """
     shape = tf.shape(image)
     h, w = shape[0], shape[1]
     scale = prep.scale_for(h, w)
-    nh = tf.cast(tf.round(tf.cast(h, tf.float32) * scale), tf.int32)
-    nw = tf.cast(tf.round(tf.cast(w, tf.float32) * scale), tf.int32)
+    # At least one pixel (a 1 x 8000 strip scales its 1 to 0.125), at most
+    # max_side (float rounding): the resize's output is what fits the pad.
+    nh = tf.clip_by_value(tf.cast(tf.round(tf.cast(h, tf.float32) * scale), tf.int32),
+                          1, prep.max_side)
+    nw = tf.clip_by_value(tf.cast(tf.round(tf.cast(w, tf.float32) * scale), tf.int32),
+                          1, prep.max_side)
+    # Resize first, pad after: memory is the padded output's, whatever the
+    # input's size or aspect ratio.
     img = tf.image.resize(image, tf.stack([nh, nw]), method="bilinear")
     valid = tf.reduce_any(tf.not_equal(boxes, PAD), axis=-1, keepdims=True)
     sy = tf.cast(nh, tf.float32) / tf.cast(h, tf.float32)
@@ -99,13 +246,21 @@ def make_detection_dataset(annotations, prep, *, training, batch_size, seed=0,
             ``annotations`` giving their boxes.
         image_bytes: a ``tf.data.Dataset`` of encoded images in the order of
             ``annotations`` (TFDS), decoded like files.
+
+    Raises:
+        ValueError: no annotations (an empty split; its reader's report
+            says why).
     """
+    if not annotations:
+        raise ValueError("make_detection_dataset: no images to read (the split is empty: "
+                         "every image was skipped; the loader's report and warnings say "
+                         "why).")
     boxes, classes = _pad_targets(annotations, prep.max_boxes)
     if images is not None:
         ds = tf.data.Dataset.from_tensor_slices(
             {"image": images, "boxes": boxes, "classes": classes})
     else:
-        paths = np.array([a.path for a in annotations])
+        paths = np.array([a.path for a in annotations], dtype=str)
         ds = tf.data.Dataset.from_tensor_slices(
             {"path": paths, "boxes": boxes, "classes": classes})
         if image_bytes is not None:

@@ -3,15 +3,31 @@
 ``synthetic``.
 
 A source has ``class_names`` and ``split("train" | "eval")`` returning a
-``DetectionSplit``: the annotations (internal boxes, original pixels) and,
-where the images are not files, either in-memory images (synthetic) or a
-function returning a dataset of encoded images in annotation order (TFDS).
-For ``voc:PATH`` without a split, training uses ``trainval`` (or every file
-when there is no ImageSets folder) and evaluation ``test``; for ``coco:PATH``
-the ``train*`` and ``val*`` annotation files.
+``DetectionSplit``: the annotations (internal boxes, pixels of the image as
+decoded) and, where the images are not files, either in-memory images
+(synthetic) or a function returning a dataset of encoded images in
+annotation order (TFDS).
+
+Which files make each split:
+
+- ``voc:PATH`` without a split: training uses ``trainval`` and evaluation
+  ``test`` (``ImageSets/Main``); without an ImageSets folder, split folders
+  as exported by Roboflow and others (``PATH/train/``, ``PATH/valid/``, the
+  names of ``resnet_tf.data.sources``: ``train``/``training``; ``val``,
+  ``valid``, ``validation``, ``dev``, ``test``), each a VOC folder; otherwise
+  every XML file, for both. ``voc:PATH:NAME`` names an ImageSets list or a
+  split folder.
+- ``coco:PATH``: the ``train*`` and ``val*`` annotation files of a COCO
+  release folder, the split folders' JSON files, or the one JSON file
+  (``detection.data.coco.find_coco_json``).
+
+Where evaluation has no split of its own it uses the training images: the
+split says so (``training_images``, a name ending "(training images)") and
+a warning says its numbers are training-set numbers.
 """
 
 import dataclasses
+import logging
 import os
 from typing import Callable, Optional
 
@@ -19,29 +35,83 @@ import numpy as np
 
 from detection.data.coco import find_coco_json, read_coco
 from detection.data.voc import read_voc
+from resnet_tf.data.sources import EVAL_DIR_NAMES, TRAIN_DIR_NAMES, find_split_dirs
+
+log = logging.getLogger("resnet_tf.data")
 
 
 @dataclasses.dataclass
 class DetectionSplit:
+    """One split: ``annotations`` (``ImageAnnotation`` list), ``images``
+    (uint8 [N, H, W, 3] for in-memory sets), the loader's ``report``,
+    ``image_bytes`` (``() -> tf.data`` of encoded images, TFDS), and
+    ``training_images``: True for an evaluation split that is the training
+    images (no split of its own)."""
+
     name: str
     annotations: list
     images: Optional[np.ndarray] = None  # uint8 [N, H, W, 3] for in-memory sets
     report: object = None
     image_bytes: Optional[Callable] = None  # () -> tf.data of encoded images (TFDS)
+    training_images: bool = False
+
+
+def _warn_training_images(spec, n):
+    log.warning("%s has no evaluation split of its own: evaluation uses the %d training "
+                "images, so its numbers are training-set numbers, not validation.", spec, n)
+
+
+def _voc_split_folders(root):
+    """``(train, evals)`` split folder names of a VOC ``root`` laid out as
+    split folders (no ImageSets, no annotation folder or XML files of its
+    own), or None."""
+    if os.path.isdir(os.path.join(root, "ImageSets", "Main")) or any(
+            os.path.isdir(os.path.join(root, d)) for d in ("Annotations", "annotations")) or \
+            any(n.endswith(".xml") for n in os.listdir(root)):
+        return None
+    train, evals, others = find_split_dirs(root)
+    if not (train or evals):
+        return None
+    if others:
+        log.warning("%s: ignoring %s: not a split folder name resnet-tf knows (training: "
+                    "%s; evaluation: %s).", root, ", ".join(f"{d}/" for d in others),
+                    ", ".join(TRAIN_DIR_NAMES), ", ".join(EVAL_DIR_NAMES))
+    return train, evals
 
 
 class VocSource:
     def __init__(self, root, split=None, class_names=None):
+        if not os.path.isdir(root):
+            raise ValueError(f"{root}: not a folder; voc:PATH needs a VOC dataset folder.")
         self.root, self.requested = root, split
+        self.spec = f"voc:{root}" + (f":{split}" if split else "")
         self.has_sets = os.path.isdir(os.path.join(root, "ImageSets", "Main"))
-        first = split or ("trainval" if self.has_sets else None)
-        if self.has_sets and first and not os.path.exists(
-                os.path.join(root, "ImageSets", "Main", f"{first}.txt")):
-            first = None
-        _, names, _ = read_voc(root, first, class_names)
+        self.folders = None if self.has_sets else _voc_split_folders(root)
+        if self.folders:
+            train, evals = self.folders
+            first = split or train or evals[0]
+            _, names, _ = read_voc(os.path.join(root, first), None, class_names)
+        else:
+            first = split or ("trainval" if self.has_sets else None)
+            if self.has_sets and first and not os.path.exists(
+                    os.path.join(root, "ImageSets", "Main", f"{first}.txt")):
+                first = None
+            _, names, _ = read_voc(root, first, class_names)
         self.class_names = list(class_names or names)
 
     def split(self, which):
+        if self.folders:
+            train, evals = self.folders
+            name = self.requested or (train if which == "train" or not evals else evals[0])
+            if name is None:
+                raise ValueError(f"{self.root}: no training split folder (only "
+                                 f"{', '.join(evals)}); name one: voc:PATH:FOLDER.")
+            anns, _, report = read_voc(os.path.join(self.root, name), None, self.class_names)
+            same = which != "train" and (bool(self.requested) or not evals)
+            if same and not self.requested:
+                _warn_training_images(self.spec, len(anns))
+            return DetectionSplit(name + (" (training images)" if same and not self.requested
+                                          else ""), anns, None, report, training_images=same)
         if self.requested:
             name = self.requested
         elif not self.has_sets:
@@ -49,12 +119,18 @@ class VocSource:
         else:
             name = "trainval" if which == "train" else "test"
         anns, _, report = read_voc(self.root, name, self.class_names)
-        return DetectionSplit(name or "all", anns, None, report)
+        training_images = which != "train" and (name is None or bool(self.requested))
+        if training_images and name is None:
+            _warn_training_images(self.spec, len(anns))
+        return DetectionSplit(f"{name or 'all'}" + (" (training images)" if name is None and
+                                                    which != "train" else ""),
+                              anns, None, report, training_images=training_images)
 
 
 class CocoSource:
     def __init__(self, root, split=None, class_names=None):
         self.root, self.requested = root, split
+        self.spec = f"coco:{root}" + (f":{split}" if split else "")
         try:
             path, images = find_coco_json(root, split, "train")
         except ValueError:  # e.g. only val2017 present, for evaluation
@@ -66,12 +142,21 @@ class CocoSource:
                 raise
         _, names, _ = read_coco(path, images, class_names)
         self.class_names = list(names)
+        self._train_json = path
 
     def split(self, which):
         path, images = find_coco_json(self.root, self.requested, which)
         anns, _, report = read_coco(path, images, self.class_names)
-        name = os.path.basename(path)[:-len(".json")].replace("instances_", "")
-        return DetectionSplit(name, anns, None, report)
+        folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        if folder.lower() in TRAIN_DIR_NAMES + EVAL_DIR_NAMES:
+            name = folder  # a split folder's _annotations.coco.json
+        else:
+            name = os.path.basename(path)[:-len(".json")].replace("instances_", "")
+        same = which != "train" and os.path.abspath(path) == os.path.abspath(self._train_json)
+        if same and not self.requested:
+            _warn_training_images(self.spec, len(anns))
+            name += " (training images)"
+        return DetectionSplit(name, anns, None, report, training_images=same)
 
 
 class SyntheticDetectionSource:

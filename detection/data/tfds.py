@@ -10,8 +10,19 @@ every other source; an example whose image fails the decoder's checks
 (``decode.check_image_bytes``: empty, not an image, truncated, too large) is
 skipped in the annotation pass, counted by reason in the report, and left
 out of the image stream too, so both stay in step. VOC's ``is_difficult``
-and COCO's ``is_crowd`` become ``difficult``. Default splits: VOC trains on ``train+validation`` (trainval)
-and evaluates on ``test``; others train on ``train`` and evaluate on
+and COCO's ``is_crowd`` become ``difficult``.
+
+Box origin: TFDS's ``voc`` builder divides the XML's 1-based, inclusive
+coordinates by the image size as they are written (``xmin / width``), so
+its boxes are those numbers, not continuous pixels; they get the shift the
+``voc:`` reader applies, ``(ymin - 1, xmin - 1, ymax, xmax)`` (a box
+degenerate as written is left as written, then dropped), and an image and
+box read through ``tfds:voc/...`` and ``voc:`` give the same internal box
+(up to TFDS's float32 rounding). Other builders (``coco``, whose boxes come
+from 0-based ``[x, y, width, height]``) are taken as continuous pixels.
+
+Default splits: VOC trains on ``train+validation`` (trainval) and evaluates
+on ``test``; others train on ``train`` and evaluate on
 ``validation``. Downloading is off unless asked for.
 """
 
@@ -26,18 +37,38 @@ from resnet_tf.data.sources import open_tfds_builder, tfds_as_dataset
 
 
 def image_size(image_bytes):
-    """``(size, reason)``: int32 [2] (height, width) of an encoded image, read
-    from its header (decoded only if the header doesn't say), and the
+    """``(size, reason)``: int32 [2] (height, width) of an encoded image as
+    displayed (EXIF orientation applied, as the decoder does), read from its
+    header (decoded only if the header doesn't say), and the
     decoder's check (``decode.OK`` or why it would skip the image; then the
     size is zeros)."""
     fmt, reason = decode.check_image_bytes(image_bytes)
 
     def size():
-        hw = tf.cast(decode.header_size(image_bytes, fmt), tf.int32)
+        # As displayed (EXIF orientation applied), like the decoded pixels.
+        hw = tf.cast(decode.display_size(image_bytes, fmt), tf.int32)
         return tf.cond(tf.reduce_all(hw > 0), lambda: hw,
                        lambda: tf.shape(decode.decode_checked(image_bytes, fmt))[:2])
 
     return tf.cond(reason == decode.OK, size, lambda: tf.zeros([2], tf.int32)), reason
+
+
+# TFDS builders whose relative boxes are 1-based inclusive coordinates / size.
+ONE_BASED_BUILDERS = ("voc",)
+
+
+def to_pixels(rel, height, width, one_based):
+    """float32 [N, 4] internal pixels from TFDS's relative (ymin, xmin,
+    ymax, xmax) boxes ``rel`` [N, 4] of a ``height`` x ``width`` image;
+    ``one_based``: the builder stored 1-based inclusive coordinates (VOC),
+    shifted as ``detection.data.voc`` does, (ymin - 1, xmin - 1, ymax, xmax),
+    except boxes degenerate as written (left for ``clean_boxes`` to drop)."""
+    boxes = np.asarray(rel, np.float32).reshape(-1, 4) * np.array(
+        [height, width, height, width], np.float32)
+    if one_based:
+        proper = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes[proper, :2] -= 1
+    return boxes
 
 
 def _image_ok(image_bytes):
@@ -67,6 +98,7 @@ class TfdsDetectionSource:
         self.class_names = names
         self._flag = next((k for k in ("is_difficult", "is_crowd")
                            if k in objects.keys()), None)
+        self.one_based = self.builder.name in ONE_BASED_BUILDERS
 
     def _split_name(self, which):
         if self.requested:
@@ -113,7 +145,7 @@ class TfdsDetectionSource:
                 flags = np.resize(np.asarray(flags, bool), n) if len(flags) else \
                     np.zeros(n, bool)
                 rel, labels, flags = rel[:n], labels[:n], flags[:n]
-            boxes, keep = clean_boxes(where, rel * np.array([h, w, h, w], np.float32),
+            boxes, keep = clean_boxes(where, to_pixels(rel, h, w, self.one_based),
                                       h, w, report)
             report.images += 1
             report.boxes += len(boxes)

@@ -12,21 +12,38 @@ with ``xmax <= xmin`` or ``ymax <= ymin`` as written is degenerate and is
 dropped with a warning (BCCD has two); boxes reaching past the image are
 clipped. Both are counted in the ``LoadReport``.
 
+Image files are found as VOC's tools find them: ``<filename>`` in the
+image folder (with a sub-folder if it names one), then beside the XML file
+(labelImg saves them side by side); a ``<filename>`` without extension, or
+one that is not there, is also tried as the devkit builds it, ``<XML
+id>.jpg`` (and other image extensions). labelImg's absolute ``<path>`` (of
+the annotator's machine) is not used.
+
+Frames and sizes (``detection.data.annotations.fit_to_image``): images are
+decoded as displayed (EXIF orientation applied), so ``<size>`` is compared
+with the displayed size. Equal: the boxes are used as written (labelImg and
+CVAT write the displayed frame). ``<size>`` missing or 0: the image's size.
+``<size>`` equal to the stored size of an image whose EXIF orientation
+swaps its sides: the boxes were drawn on the unturned pixels and are turned
+with the image (counted as ``reoriented_images``). Any other size: the file
+is skipped as ``size_mismatch``, naming both sizes.
+
 An annotation file that can't be used is skipped (with a warning naming it,
 counted by reason in the ``LoadReport``), and the others are read: malformed
 XML, bytes that are not UTF-8, a missing or non-numeric field, a class name
-outside ``class_names``, a ``<filename>`` that leaves the image folder or
-does not exist, an image whose header can't be read (when the XML has no
-``<size>``). A dataset in which no file is usable is a ValueError, as is a
-split list naming a file that is not there.
+outside ``class_names``, a ``<filename>`` that leaves the dataset folder or
+does not exist, an image whose header can't be read, a ``<size>`` that
+disagrees with the image. A dataset in which no file is usable is a
+ValueError (with the counts by reason), as is a split list naming a file
+that is not there.
 """
 
 import os
 
 import numpy as np
 
-from detection.data.annotations import (ImageAnnotation, LoadReport, clean_boxes,
-                                         image_header_size, parse_xml, resolve_image)
+from detection.data.annotations import (DISPLAYED, ImageAnnotation, LoadReport, clean_boxes,
+                                         fit_to_image, parse_xml, resolve_image)
 from resnet_tf.data import report as reasons
 from resnet_tf.data.report import BadItem
 
@@ -57,16 +74,21 @@ def _number(node, tag, where):
                       reasons.MALFORMED) from None
 
 
-def parse_voc_xml(xml_path, image_dir, class_names=None, report=None):
+def parse_voc_xml(xml_path, image_dir, class_names=None, report=None, root=None):
     """One VOC XML file.
 
     Args:
         xml_path: the annotation file.
-        image_dir: where ``<filename>`` is looked up.
+        image_dir: where ``<filename>`` is looked up (then beside the XML
+            file, when that is inside ``root``; see the module docstring).
+        root: the dataset folder no image may be read outside of (default
+            ``image_dir``).
         class_names: the allowed names, or None to accept any (the caller
             then maps names to indices).
     Returns:
-        ``(ImageAnnotation with classes still names (object array), report)``.
+        ``(ImageAnnotation with classes still names (object array), report)``:
+        boxes float32 [N, 4] (ymin, xmin, ymax, xmax), continuous pixels of
+        the image as decoded (displayed frame, see the module docstring).
     Raises:
         ``resnet_tf.data.report.BadItem`` (a ValueError naming the file,
         with the reason ``read_voc`` counts it under) for a file that can't
@@ -81,13 +103,15 @@ def parse_voc_xml(xml_path, image_dir, class_names=None, report=None):
             e.args = (f"{e.where}: {e.detail}",)
         raise
     filename = _text(ann, "filename", xml_path)
-    image_path = resolve_image(xml_path, image_dir, filename, "<filename>")
+    image_path = resolve_image(
+        xml_path, [image_dir, os.path.dirname(os.path.abspath(xml_path))], filename,
+        "<filename>", root=root if root is not None else image_dir,
+        stem=os.path.splitext(os.path.basename(xml_path))[0])
     size = ann.find("size")
+    stated = None
     if size is not None and size.find("width") is not None:
-        width = int(_number(size, "width", xml_path))
-        height = int(_number(size, "height", xml_path))
-    else:
-        width, height = image_header_size(image_path, xml_path)
+        stated = (int(_number(size, "height", xml_path)),
+                  int(_number(size, "width", xml_path)))
     names, raw, difficult = [], [], []
     for obj in ann.findall("object"):
         name = _text(obj, "name", xml_path)
@@ -103,6 +127,7 @@ def parse_voc_xml(xml_path, image_dir, class_names=None, report=None):
         raw.append([y0 - 1, x0 - 1, y1, x1] if (x1 > x0 and y1 > y0) else [y0, x0, y1, x1])
         names.append(name)
         difficult.append((_text(obj, "difficult", xml_path, required=False) or "0") == "1")
+    raw, height, width = fit_to_image(xml_path, image_path, raw, stated, report, DISPLAYED)
     boxes, keep = clean_boxes(xml_path, raw, height, width, report)
     report.images += 1
     report.boxes += len(boxes)
@@ -150,7 +175,7 @@ def read_voc(root, split=None, class_names=None):
     anns = []
     for p in xml_files:
         try:
-            anns.append(parse_voc_xml(p, image_dir, class_names, report)[0])
+            anns.append(parse_voc_xml(p, image_dir, class_names, report, root=root)[0])
         except BadItem as e:
             report.skip_image(e)
     if not anns:

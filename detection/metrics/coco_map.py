@@ -12,6 +12,10 @@ def to_coco(detections, ground_truths, class_names, sizes):
     Boxes are internal-format pixels, converted here (the dataset boundary)
     to COCO's (x, y, width, height). Difficult boxes become ``iscrowd``.
     """
+    if not len(detections) == len(ground_truths) == len(sizes):
+        raise ValueError(f"{len(detections)} detection lists and {len(sizes)} sizes for "
+                         f"{len(ground_truths)} images; give every image one (an empty "
+                         "list for an image that could not be read).")
     images, anns, dets = [], [], []
     for i, ((h, w), g) in enumerate(zip(sizes, ground_truths)):
         images.append({"id": i, "height": int(h), "width": int(w)})
@@ -36,7 +40,9 @@ def evaluate_coco(detections, ground_truths, class_names, sizes, iou_thresholds=
     """COCO mAP@[.5:.95], AP50, AP75 and small/medium/large AP.
 
     Args:
-        detections, ground_truths: as for ``voc_map.evaluate_voc``.
+        detections, ground_truths: as for ``voc_map.evaluate_voc`` (aligned;
+            an unreadable image has an empty detection list, and its
+            objects are missed).
         sizes: per image (height, width).
         iou_thresholds, rec_thresholds: override pycocotools' defaults (the
             tests use IoU 0.5 and a fine recall grid to check VOC AP).

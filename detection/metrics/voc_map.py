@@ -8,6 +8,12 @@ recall denominator. AP is the VOC2007 11-point interpolated precision
 (``use_07_metric=True``) or the area under the monotone precision envelope
 (VOC2010+ "all points"). Boxes are internal-format pixels in continuous
 coordinates (no devkit "+1" on widths).
+
+An image whose file could not be decoded is scored with an empty detection
+list: its (non-difficult) ground-truth boxes stay in each class's recall
+denominator and are all missed, so losing a file can only lower the AP
+(``detection.evaluate``). ``coco_map`` does the same: the image stays in
+the ground truth with no detections.
 """
 
 import numpy as np
@@ -44,7 +50,9 @@ def evaluate_voc(detections, ground_truths, num_classes, iou_threshold=0.5,
 
     Args:
         detections: per image, a dict with ``boxes`` [D, 4], ``scores`` [D],
-            ``classes`` [D] (0-based foreground class indices).
+            ``classes`` [D] (0-based foreground class indices); aligned
+            with ``ground_truths`` (D = 0 for an unreadable image: every
+            object of it is missed).
         ground_truths: per image, a dict with ``boxes`` [G, 4], ``classes``
             [G] and optionally ``difficult`` [G] bool.
         num_classes: K.
@@ -55,7 +63,9 @@ def evaluate_voc(detections, ground_truths, num_classes, iou_threshold=0.5,
     """
     if len(detections) != len(ground_truths):
         raise ValueError(f"{len(detections)} detection lists for "
-                         f"{len(ground_truths)} images.")
+                         f"{len(ground_truths)} images; give every image one (empty "
+                         "for an image that could not be read, so its objects count "
+                         "as missed).")
     names = list(class_names or [str(k) for k in range(num_classes)])
     aps, counts = {}, {}
     for k in range(num_classes):

@@ -2,13 +2,28 @@
 2015), on TensorFlow's ``crop_and_resize``.
 
 Boxes are internal-format pixels; ``spatial_scale`` maps pixels to feature
-cells (1/16 for conv4_x). RoIAlign uses the aligned convention (a half-cell
-offset, detectron2's ROIAlignV2): a box edge at pixel y sits at feature
-coordinate ``y * spatial_scale - 0.5``; each output bin averages
-``sampling_ratio`` x ``sampling_ratio`` bilinear samples. Samples that fall
-outside the map read 0 (crop_and_resize's extrapolation), where
-detectron2 clamps samples within one cell of the border; only RoIs reaching
-past the image differ.
+cells (1/16 for conv4_x).
+
+RoIAlign follows torchvision's ``roi_align(..., aligned=True)`` and
+detectron2's ``ROIAlignV2`` (``torchvision/csrc/ops/cpu/roi_align_kernel.cpp``,
+``bilinear_interpolate``) exactly:
+
+- a box edge at pixel y sits at feature coordinate ``y * spatial_scale -
+  0.5`` (feature cell i is centred on coordinate i); the box is not widened
+  to at least one cell;
+- each of the ``output_size`` x ``output_size`` bins averages
+  ``sampling_ratio`` x ``sampling_ratio`` bilinear samples at the centres of
+  its sub-bins;
+- a sample at (y, x) with ``-1 <= y <= H`` and ``-1 <= x <= W`` reads the
+  map bilinearly with y clamped to [0, H - 1] and x to [0, W - 1], so within
+  a cell of the border it repeats the edge feature; a sample further out
+  (``y < -1``, ``y > H``, ``x < -1`` or ``x > W``) reads 0.
+
+This matters for boxes wholly inside the image: a box touching the image's
+edge puts its outer samples within half a cell of the map's border. Here
+the map is padded by one edge-replicated cell a side and ``crop_and_resize``
+samples it, whose zero extrapolation beyond the padded map is exactly the
+"more than one cell outside" rule. RoIPool keeps reading 0 outside the map.
 """
 
 import tensorflow as tf
@@ -40,19 +55,34 @@ def _crop(features, boxes, size, method, grid_fn):
 
 
 def roi_align(features, boxes, output_size=14, spatial_scale=1 / 16, sampling_ratio=2):
-    """RoIAlign.
+    """RoIAlign, torchvision's ``aligned=True`` semantics (module docstring).
 
     Args:
-        features: [B, H, W, C].
-        boxes: float32 [B, R, 4] internal-format pixels.
+        features: float [B, H, W, C] feature map (any float dtype; sampled in
+            float32).
+        boxes: float32 [B, R, 4] (ymin, xmin, ymax, xmax) internal-format
+            pixels of the image the map was computed from.
+        output_size: bins a side (int >= 1).
+        spatial_scale: feature cells per pixel (1 / the map's stride).
+        sampling_ratio: samples a side per bin (int >= 1; torchvision's
+            adaptive ``sampling_ratio=0`` is not offered).
     Returns:
-        float32 [B * R, output_size, output_size, C], RoI-major (image b's
-        RoIs are rows b*R .. b*R + R - 1).
+        [B * R, output_size, output_size, C] in ``features.dtype``,
+        RoI-major (image b's RoIs are rows b*R .. b*R + R - 1).
+    Raises:
+        ValueError: ``output_size`` or ``sampling_ratio`` below 1.
     """
+    if int(output_size) < 1 or int(sampling_ratio) < 1:
+        raise ValueError(f"roi_align needs output_size >= 1 and sampling_ratio >= 1, "
+                         f"got {output_size} and {sampling_ratio}.")
     n = output_size * sampling_ratio
-    crops = _crop(features, boxes, n, "bilinear",
+    # One edge-replicated cell a side: feature coordinate y is padded y + 1,
+    # so the grid's offset becomes 0.5 - 1.
+    padded = tf.pad(tf.cast(features, tf.float32), [[0, 0], [1, 1], [1, 1], [0, 0]],
+                    mode="SYMMETRIC")
+    crops = _crop(padded, boxes, n, "bilinear",
                   lambda hw: _sample_grid(boxes, spatial_scale, output_size,
-                                          sampling_ratio, hw, 0.5))
+                                          sampling_ratio, hw, 0.5 - 1.0))
     if sampling_ratio > 1:
         crops = tf.nn.avg_pool2d(crops, sampling_ratio, sampling_ratio, "VALID")
     return tf.cast(crops, features.dtype)

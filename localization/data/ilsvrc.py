@@ -16,6 +16,16 @@ the image width). They become internal boxes (ymin, xmin, ymax + 1, xmax +
 
 Every image has one class (ILSVRC CLS-LOC; all 50,000 validation rows do).
 
+Frames and sizes (``detection.data.annotations.fit_to_image``, frame
+"stored"): ILSVRC's boxes and ``<size>`` are of the image as stored (they
+were drawn before browsers turned images by EXIF orientation, and the
+devkit reads the stored pixels), while images are decoded as displayed
+(EXIF orientation applied). So the boxes of an image with an EXIF
+orientation are turned with it (counted as ``reoriented_images``); an XML
+``<size>`` that is the displayed size instead keeps the boxes as written; a
+``<size>`` that is neither skips the file as ``size_mismatch``, naming both.
+The CSV states no size: the image header's is used.
+
 Nothing is dropped silently. Each of these is a warning naming the file and
 row, and is counted in the ``LocReport`` (by reason, see
 ``resnet_tf.data.report``): a malformed row or XML file (wrong number of
@@ -24,7 +34,8 @@ that is not UTF-8, a wnid not in the synset list, boxes of a second class
 in one row, a duplicated ImageId, an ImageId that is not a plain file name
 (it would leave the image folder), an image file that is missing or whose
 header can't be read (empty, not an image, too large), a box outside the
-image (dropped) or reaching past it (clipped), a zero-area or inverted box.
+image (dropped) or reaching past it (clipped), a zero-area or inverted box,
+an XML ``<size>`` that disagrees with the image (``size_mismatch``).
 A missing or wrong file (no CSV header, no synset list) is a ValueError.
 """
 
@@ -35,8 +46,8 @@ import os
 
 import numpy as np
 
-from detection.data.annotations import (ImageAnnotation, LoadReport, clean_boxes,
-                                         image_header_size, parse_xml)
+from detection.data.annotations import (STORED, ImageAnnotation, LoadReport, clean_boxes,
+                                         fit_to_image, image_header_info, parse_xml)
 from resnet_tf.data import report as reasons
 from resnet_tf.data.report import BadItem, format_reasons
 
@@ -260,11 +271,10 @@ def _is_utf8(text):
         return False
 
 
-def _image_size(path):
-    """(height, width) from the header, or the ``BadItem`` saying why not."""
+def _image_header(path):
+    """``image_header_info`` of ``path``, or the ``BadItem`` saying why not."""
     try:
-        width, height = image_header_size(path, path)
-        return height, width
+        return image_header_info(path, path)
     except BadItem as e:
         return e
 
@@ -295,18 +305,21 @@ def attach_images(rows, image_roots, report, sizes=None, workers=8):
     Args:
         rows: ``LocRow`` list.
         image_roots: folders to look in (see ``find_image``).
-        sizes: optional {image_id: (height, width)} (from XML files); other
-            sizes are read from the image headers.
+        sizes: optional {image_id: (height, width)} stated by XML files,
+            checked against the image headers (module docstring, "Frames
+            and sizes"); every header is read (size, EXIF orientation).
     Returns:
-        A list of ``ImageAnnotation`` (classes int32, all the row's label),
-        images without a box left out (counted as ``images_without_boxes``).
+        A list of ``ImageAnnotation`` (classes int32, all the row's label;
+        boxes float32 [N, 4] (ymin, xmin, ymax, xmax) pixels of the image as
+        decoded), images without a box left out (counted as
+        ``images_without_boxes``).
     """
     sizes = sizes or {}
     paths = [find_image(image_roots, r.image_id) if plain_image_id(r.image_id) else None
              for r in rows]
-    todo = [p for r, p in zip(rows, paths) if p and r.image_id not in sizes]
+    todo = list(dict.fromkeys(p for p in paths if p))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        read = dict(zip(todo, pool.map(_image_size, todo)))
+        read = dict(zip(todo, pool.map(_image_header, todo)))
     anns = []
     for row, path in zip(rows, paths):
         if not plain_image_id(row.image_id):
@@ -318,12 +331,13 @@ def attach_images(rows, image_roots, report, sizes=None, workers=8):
             report.skip(row.where, f"image {row.image_id} not found under "
                         f"{', '.join(image_roots)}", reasons.MISSING_IMAGE)
             continue
-        size = sizes.get(row.image_id) or read[path]
-        if isinstance(size, BadItem):
-            report.skip(row.where, size.detail, size.reason)
+        try:
+            raw, h, w = fit_to_image(row.where, path, row.boxes, sizes.get(row.image_id),
+                                     report, STORED, read[path])
+        except BadItem as e:
+            report.skip(row.where, e.detail, e.reason)
             continue
-        h, w = size
-        boxes, _ = clean_boxes(row.where, row.boxes, h, w, report)
+        boxes, _ = clean_boxes(row.where, raw, h, w, report)
         report.images += 1
         report.boxes += len(boxes)
         if not len(boxes):

@@ -20,11 +20,18 @@ image of the split.
 
 Testing works on whole images (``test_views``): the shorter side resized to
 each test scale, the mean image resized to the view and subtracted.
+
+Any image size (H, W >= 1: 20 x 20, 33 x 500 ...) goes through every view
+with shapes unknown until run time. The training crop's work and memory are
+bounded by the crop (only the source window it needs is resampled:
+``augment.random_scale_crop``, ``Preprocessing.mean_view``); a test view is
+the whole image at one scale and costs its own size, nothing larger.
 """
 
 import numpy as np
 import tensorflow as tf
 
+from detection.data.pipeline import CAP_MAX_BOXES
 from detection.ops.boxes import PAD
 from resnet_tf.data import augment
 from resnet_tf.data.decode import SkipCounter, decode_and_filter, graph_fn
@@ -32,7 +39,8 @@ from resnet_tf.data.decode import SkipCounter, decode_and_filter, graph_fn
 
 def pad_boxes(annotations, label_map=None):
     """``(labels int32 [N], boxes float32 [N, G, 4] padded -1)``; labels are
-    the images' classes, through ``label_map`` (source -> model index)."""
+    the images' classes, through ``label_map`` (source -> model index). G is
+    the split's largest box count: no box is ever cut (``count_caps``)."""
     g = max(1, max((len(a.boxes) for a in annotations), default=1))
     boxes = np.full((len(annotations), g, 4), PAD, np.float32)
     labels = np.zeros(len(annotations), np.int32)
@@ -41,6 +49,25 @@ def pad_boxes(annotations, label_map=None):
         label = int(a.classes[0])
         labels[i] = label if label_map is None else label_map[label]
     return labels, boxes
+
+
+def count_caps(annotations):
+    """The localizer's limits on a split, counted as the detector's are
+    (``detection.data.pipeline.count_caps``; print with its ``format_caps``).
+
+    Boxes per image adapt to the data (``pad_boxes``), so ``CAP_MAX_BOXES``
+    reports 0 images and the largest count. (A training crop leaves out the
+    boxes whose centre it does not hold, a new draw each step: augmentation,
+    not a cap. Multi-class ILSVRC images are counted by the loader as
+    ``second_class_box``; the export's aspect cap is in its ``caps`` info.)
+
+    Returns:
+        ``{CAP_MAX_BOXES: {"limit": None, "images": 0, "of": N, "boxes": 0,
+        "largest": int}}``.
+    """
+    largest = max((len(a.boxes) for a in annotations), default=0)
+    return {CAP_MAX_BOXES: {"limit": None, "images": 0, "of": len(annotations),
+                            "boxes": 0, "largest": int(largest)}}
 
 
 def _crop_boxes(boxes, scale, offset, size):
@@ -91,8 +118,7 @@ def train_view(image, boxes, seed, prep, mean_image):
         # The classifier's base view: the image itself at crop_size (others are
         # resized to a shorter side of crop_size and centre-cropped).
         shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        s = size / tf.reduce_min(shape)
-        resized = tf.round(shape * s)
+        resized = tf.cast(augment.shorter_side_size(tf.shape(image), size), tf.float32)
         base_offset = tf.floor((resized - size) / 2)
         x = prep.mean_view(image)
         if prep.mean_subtraction and mean_image is not None:

@@ -92,6 +92,13 @@ class Preprocessing:
         return cls(**d)
 
     # --- views, uint8 [H, W, 3] -> float32 ------------------------------------
+    # Every view takes any image size (H, W >= 1), with shapes unknown until
+    # run time (tf.data, tf.function, the serving signatures), and has a
+    # static output shape (the multi-scale views aside: whole images). Its
+    # work and memory are bounded by its output, not by the input's shape or
+    # aspect ratio: the crops are resampled from the source windows they
+    # need (views.center_crop_view, augment.resized_crop,
+    # augment.random_scale_crop), never cut from a resized whole image.
 
     def mean_view(self, image):
         """The view the mean image is computed on: the evaluation geometry
@@ -102,16 +109,12 @@ class Preprocessing:
                                       crop=self.crop_size)
 
     def _cifar_base(self, image):
-        # The original view; other sizes are brought to crop_size first.
-        shape = tf.shape(image)
-        same = tf.logical_and(tf.equal(shape[0], self.crop_size),
-                              tf.equal(shape[1], self.crop_size))
-        return tf.cond(
-            same,
-            lambda: tf.ensure_shape(tf.cast(image, tf.float32),
-                                    [self.crop_size, self.crop_size, 3]),
-            lambda: views.center_crop_view(image, resize=self.crop_size,
-                                           crop=self.crop_size))
+        # The original view; other sizes are brought to crop_size first
+        # (shorter side crop_size, centre crop). One path for every size: a
+        # crop_size image resamples to itself exactly (scale 1, no shift).
+        # No tf.cond with a static-shape branch: in graph mode its untaken
+        # branch's shape check failed every image of another size.
+        return views.center_crop_view(image, resize=self.crop_size, crop=self.crop_size)
 
     def _normalize(self, x, mean_image):
         if not self.mean_subtraction or mean_image is None:
@@ -131,8 +134,11 @@ class Preprocessing:
             x = augment.random_scale_crop(image, s_scale, s_crop, self.crop_size,
                                           *self.scale_range)
         else:
-            x = augment.random_crop(augment.resize_shorter_side(image, self.eval_resize),
-                                    s_crop, self.crop_size)
+            # A random crop of the shorter-side-eval_resize image (the draw of
+            # tf.image.stateless_random_crop), resampling only the crop.
+            size = augment.shorter_side_size(tf.shape(image), self.eval_resize)
+            offset = augment.random_resized_crop_offset(size, s_crop, self.crop_size)
+            x = augment.resized_crop(image, size, offset, self.crop_size)
         return self._finish(x, s_flip, s_color, mean_image)
 
     @property

@@ -25,6 +25,8 @@ TRUNCATED_BMP = "truncated_bmp"
 UNSUPPORTED_BMP = "unsupported_bmp"
 TOO_LARGE = "too_large"  # header claims more than decode.MAX_PIXELS pixels
 UNREADABLE_IMAGE = "unreadable_image"  # any other failure to read an image header
+# passes the header and end-marker checks, but neither TF nor PIL decodes it
+CORRUPT = "corrupt_image"
 
 # --- reason keys: annotations -------------------------------------------------------
 MALFORMED = "malformed_annotation"  # not parseable, a field missing or not a number
@@ -34,6 +36,9 @@ OUTSIDE_ROOT = "path_outside_root"  # an image path that escapes the dataset fol
 MISSING_IMAGE = "missing_image"
 DUPLICATE = "duplicate_image"
 NO_BOXES = "no_boxes"  # localization trains only on images with a box
+# the size an annotation states is neither the image's displayed size nor,
+# sides swapped by an EXIF orientation, its stored size (annotations.fit_to_image)
+SIZE_MISMATCH = "size_mismatch"
 # boxes (the image is kept, the box is not)
 DEGENERATE_BOX = "degenerate_box"  # zero area or inverted (negative width/height)
 BOX_OUTSIDE = "box_outside_image"

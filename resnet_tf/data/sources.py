@@ -5,12 +5,24 @@ A data spec string picks the source:
 - ``tfds:NAME[:SPLIT]``: a prepared TensorFlow Datasets dataset
   (``tfds:imagenet2012``, ``tfds:cifar10:test``). Nothing is downloaded
   unless ``download=True``.
-- ``folder:PATH``: one sub-folder per class. If PATH holds ``train/`` and
-  ``val/`` (or ``validation/`` or ``test/``), those are the splits; otherwise
+- ``folder:PATH``: one sub-folder per class. If PATH holds a training
+  folder (``train/`` or ``training/``), that and an evaluation folder are
+  the splits: the first of ``val/``, ``valid/`` (Roboflow's name),
+  ``validation/``, ``dev/``, ``test/`` present (names matched without regard
+  to case). Other sub-folders beside them are ignored with a warning naming
+  them, as are further evaluation folders (evaluate on one with
+  ``folder:PATH/test``). A PATH with evaluation folders only (``val/``,
+  ``test/``) can be evaluated on, not trained on. Without any split folder
   every image is in one pool. ``val_fraction`` holds out a stratified,
   seeded fraction of the training images for validation instead (the
   paper's 45k/5k CIFAR split: ``val_fraction=0.1``), even when PATH has a
   validation or test folder (evaluate on that one afterwards).
+
+  Without an evaluation folder or ``val_fraction``, the evaluation split is
+  the training images: it is named so (``"all"``, or ``"train (no
+  validation folder)"``), has ``Split.training_images`` set (training then
+  reports no validation numbers) and logs a warning saying its numbers are
+  training-set numbers.
 - ``synthetic``: the embedded shapes set (``resnet_tf.data.synthetic``).
 
 ``open_source(spec)`` returns a ``Source`` with ``class_names`` and
@@ -22,6 +34,7 @@ dicts with ``"label"`` (int32, an index into ``class_names``), ``"path"``
 """
 
 import dataclasses
+import logging
 import os
 from typing import Callable, Optional
 
@@ -31,7 +44,13 @@ import tensorflow as tf
 from resnet_tf.data import synthetic
 from resnet_tf.data.decode import graph_fn
 
-EVAL_DIR_NAMES = ("val", "validation", "test")
+log = logging.getLogger("resnet_tf.data")
+
+# Split folder names in common use (lower case; matched without regard to
+# case). Evaluation folders in order of preference: a validation folder
+# before a test folder, which is left for the final evaluation.
+TRAIN_DIR_NAMES = ("train", "training")
+EVAL_DIR_NAMES = ("val", "valid", "validation", "dev", "test")
 
 
 @dataclasses.dataclass
@@ -45,6 +64,9 @@ class Split:
             unless ``shuffle_seed`` is given.
         encoded: True if elements carry "image_bytes", False for "image".
         approx_decoded_bytes: estimate of the decoded size, for caching.
+        training_images: True for an evaluation split that is the source's
+            training images (no validation folder or split): its numbers
+            are training-set numbers, not validation ones.
     """
 
     name: str
@@ -52,6 +74,7 @@ class Split:
     make: Callable[..., tf.data.Dataset]
     encoded: bool
     approx_decoded_bytes: Optional[int] = None
+    training_images: bool = False
 
 
 class Source:
@@ -109,8 +132,25 @@ def _class_dirs(root):
     return names
 
 
+def find_split_dirs(root, top=None):
+    """``(train, evals, others)``: the sub-folder names of ``root`` that are a
+    training folder (``TRAIN_DIR_NAMES``; None if none), the evaluation
+    folders present in order of preference (``EVAL_DIR_NAMES``), and the
+    rest; names are matched without regard to case."""
+    top = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
+                 and not d.startswith(".")) if top is None else top
+    by_name = {}
+    for d in top:
+        by_name.setdefault(d.lower(), d)
+    train = next((by_name[n] for n in TRAIN_DIR_NAMES if n in by_name), None)
+    evals = [by_name[n] for n in EVAL_DIR_NAMES if n in by_name]
+    others = [d for d in top if d != train and d not in evals]
+    return train, evals, others
+
+
 class FolderSource(Source):
-    """Images in ``PATH/<class>/...`` or ``PATH/{train,val}/<class>/...``."""
+    """Images in ``PATH/<class>/...`` or ``PATH/{train,val}/<class>/...``
+    (the split folder names: module docstring)."""
 
     def __init__(self, root, val_fraction=None, seed=0):
         self.root = os.path.abspath(os.path.expanduser(root))
@@ -120,14 +160,34 @@ class FolderSource(Source):
         if val_fraction is not None and not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
         top = _class_dirs(self.root)
-        self.eval_dir = next((d for d in EVAL_DIR_NAMES if d in top), None)
-        if "train" in top:
-            self.train_dir = os.path.join(self.root, "train")
+        train, evals, others = find_split_dirs(self.root, top)
+        self.eval_dir = evals[0] if evals and (train or not others) else None
+        if train is not None:
+            self.train_dir = os.path.join(self.root, train)
             self.class_names = _class_dirs(self.train_dir)
+            if others:
+                log.warning("%s: ignoring %s: not a split folder name resnet-tf knows "
+                            "(training: %s; evaluation: %s). Rename it to one of these, or "
+                            "move it out of PATH.", self.root,
+                            ", ".join(f"{d}/" for d in others), ", ".join(TRAIN_DIR_NAMES),
+                            ", ".join(EVAL_DIR_NAMES))
+        elif self.eval_dir:
+            # Only evaluation folders (e.g. val/ and test/): data to evaluate on.
+            self.train_dir = None
+            self.class_names = _class_dirs(os.path.join(self.root, self.eval_dir))
         else:
+            if evals:
+                log.warning("%s: %s look%s like split folders, but there is no train/ "
+                            "folder: they are read as classes, beside %s.", self.root,
+                            ", ".join(f"{d}/" for d in evals),
+                            "s" if len(evals) == 1 else "", ", ".join(others))
             self.train_dir = self.root
             self.class_names = top
-            self.eval_dir = None
+        if self.eval_dir and evals[1:]:
+            log.warning("%s: evaluating on %s/; %s not used (evaluate on it with "
+                        "folder:%s).", self.root, self.eval_dir,
+                        ", ".join(f"{d}/" for d in evals[1:]),
+                        os.path.join(self.root, evals[1]))
         self._files = {}
 
     def _files_of(self, folder, check_known):
@@ -146,7 +206,9 @@ class FolderSource(Source):
             paths += files
             labels += [index[name]] * len(files)
         if not paths:
-            raise ValueError(f"{folder}: no files found in its class sub-folders.")
+            raise ValueError(f"{folder}: no files found in its {len(_class_dirs(folder))} "
+                             "class sub-folders (0 images); put the images of each class "
+                             "in its folder.")
         self._files[folder] = (np.array(paths), np.array(labels, np.int32))
         return self._files[folder]
 
@@ -157,16 +219,40 @@ class FolderSource(Source):
             idx = np.flatnonzero(labels == c)
             n_val = int(round(len(idx) * self.val_fraction))
             mask[rng.permutation(idx)[:n_val]] = True
+        n_val = int(mask.sum())
+        if n_val == 0 or n_val == len(labels):
+            raise ValueError(
+                f"{self.train_dir}: val_fraction {self.val_fraction} of {len(labels)} images "
+                f"({len(np.unique(labels))} classes) holds out {n_val} and leaves "
+                f"{len(labels) - n_val} for training (rounded per class); both splits "
+                "need an image. Choose another val_fraction or add images.")
         return mask
 
     def split(self, which):
         which = _check_which(which)
+        training_images = False
+        if self.train_dir is None and (which == "train" or self.val_fraction):
+            raise ValueError(
+                f"{self.root}: no training folder ({' or '.join(TRAIN_DIR_NAMES)}/), only "
+                f"{self.eval_dir}/: it can be evaluated on, not trained on (nor split by "
+                "val_fraction). Add a train/ folder, or point folder: at a folder of "
+                "class folders.")
         if self.eval_dir and which == "eval" and not self.val_fraction:
             paths, labels = self._files_of(os.path.join(self.root, self.eval_dir), True)
             name = self.eval_dir
         else:
             paths, labels = self._files_of(self.train_dir, False)
-            name = "train" if self.eval_dir or self.train_dir != self.root else "all"
+            train = os.path.basename(self.train_dir)
+            name = train if self.train_dir != self.root else "all"
+            if which == "eval" and not self.val_fraction:
+                training_images = True
+                if self.train_dir != self.root:
+                    name = f"{train} (no validation folder)"
+                log.warning(
+                    "%s: no evaluation folder (%s) and no val_fraction: the evaluation "
+                    "split is the %d training images, so its numbers are training-set "
+                    "numbers, not validation.", self.spec, "/".join(EVAL_DIR_NAMES),
+                    len(paths))
             if self.val_fraction:
                 mask = self._holdout_mask(labels)
                 keep = mask if which == "eval" else ~mask
@@ -182,6 +268,7 @@ class FolderSource(Source):
             encoded=True,
             # JPEGs expand roughly 10x when decoded.
             approx_decoded_bytes=10 * size,
+            training_images=training_images,
         )
 
 
@@ -200,8 +287,8 @@ def _file_dataset(paths, labels, shuffle_seed=None):
 
 
 def _check_which(which):
-    aliases = {"train": "train", "eval": "eval", "val": "eval",
-               "validation": "eval", "test": "eval"}
+    aliases = {"train": "train", "training": "train", "eval": "eval",
+               **{name: "eval" for name in EVAL_DIR_NAMES}}
     if which not in aliases:
         raise ValueError(f"split must be 'train' or 'eval', got {which!r}.")
     return aliases[which]
@@ -326,8 +413,11 @@ class TfdsSource(Source):
                 "path": tf.strings.join([f"tfds:{name}:{split}:", ex["tfds_id"]]),
             }), num_parallel_calls=tf.data.AUTOTUNE)
 
+        # tfds:NAME:SPLIT trains and evaluates on the one split it names.
         return Split(name=split, num_examples=num, make=make, encoded=True,
-                     approx_decoded_bytes=10 * size if size else None)
+                     approx_decoded_bytes=10 * size if size else None,
+                     training_images=bool(self.requested_split) and
+                     _check_which(which) == "eval")
 
 
 # --- synthetic -------------------------------------------------------------------

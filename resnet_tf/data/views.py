@@ -11,12 +11,21 @@
   needs a global pooling to take them.
 
 All views are float32 in the input's value range (uint8 [0, 255] in gives
-[0, 255] out); subtract the mean afterwards. Graph-mode TensorFlow.
+[0, 255] out); subtract the mean afterwards. Graph-mode TensorFlow: any
+input size (height, width >= 1, e.g. 20 x 20, 36 x 36, 33 x 500) works with
+shapes unknown until run time, as in ``tf.data`` and the serving signatures.
+
+Memory: the crop views (centre, 10-crop) resample only the windows they
+return (``augment.resized_crop``), so their work and memory are bounded by
+the output (plus the source rows and columns read), never by the resized
+whole image: a 33 x 500 image is not first resized to 256 x 3879. The
+multi-scale views are whole images; each costs its own size, h_s x w_s, and
+nothing larger is built.
 """
 
 import tensorflow as tf
 
-from resnet_tf.data.augment import resize_shorter_side
+from resnet_tf.data.augment import resize_shorter_side, resized_crop, shorter_side_size
 
 # Sec. 3.4: multi-scale testing scales.
 MULTISCALE_SIZES = (224, 256, 384, 480, 640)
@@ -37,15 +46,12 @@ def center_crop_view(image, resize=256, crop=224):
 
     Returns:
         float32 [crop, crop, 3]. When the margin is odd the extra pixel is
-        on the bottom/right (offset ``(side - crop) // 2``).
+        on the bottom/right (offset ``(side - crop) // 2``). Only the crop
+        is resampled (memory bounded by the crop, see the module docstring).
     """
     _check_sizes(resize, crop)
-    resized = resize_shorter_side(image, resize)
-    shape = tf.shape(resized)
-    top = (shape[0] - crop) // 2
-    left = (shape[1] - crop) // 2
-    view = tf.slice(resized, [top, left, 0], [crop, crop, 3])
-    return tf.ensure_shape(view, [crop, crop, 3])
+    size = shorter_side_size(tf.shape(image), resize)
+    return resized_crop(image, size, (size - crop) // 2, crop)
 
 
 def ten_crop_views(image, resize=256, crop=224):
@@ -63,11 +69,10 @@ def ten_crop_views(image, resize=256, crop=224):
         crop is the top-right crop of the mirrored image).
     """
     _check_sizes(resize, crop)
-    resized = resize_shorter_side(image, resize)
-    shape = tf.shape(resized)
-    bottom, right = shape[0] - crop, shape[1] - crop
+    size = shorter_side_size(tf.shape(image), resize)
+    bottom, right = size[0] - crop, size[1] - crop
     corners = [(0, 0), (0, right), (bottom, 0), (bottom, right), (bottom // 2, right // 2)]
-    crops = [tf.slice(resized, [top, left, 0], [crop, crop, 3]) for top, left in corners]
+    crops = [resized_crop(image, size, tf.stack([top, left]), crop) for top, left in corners]
     crops += [tf.reverse(view, axis=[1]) for view in crops]
     return tf.ensure_shape(tf.stack(crops), [10, crop, crop, 3])
 
@@ -85,6 +90,8 @@ def multiscale_views(image, scales=MULTISCALE_SIZES, flip=False):
         A Python list of float32 [h_s, w_s, 3] tensors, ``min(h_s, w_s) ==
         s``, aspect ratio kept: one per scale, or with ``flip`` two per
         scale in scale-major order ``[s0, mirror(s0), s1, mirror(s1), ...]``.
+        Each view is resized straight from the source: its memory is its
+        own size (which, for a whole image, grows with the aspect ratio).
     """
     views = []
     for scale in scales:
