@@ -25,24 +25,13 @@ import pytest
 import tensorflow as tf
 
 import conftest
-from conftest import shared_data
+from conftest import shared_data, shared_case
 from resnet_tf.data import decode
 from resnet_tf.data import report as R
 from resnet_tf.data.decode import SkipCounter, decode_and_filter, decode_bytes, read_image_file
 
 H, W = 40, 56
 
-
-def shared_case(name):
-    """A user's failing input under ../shared/cases (read in place); skips
-    when absent, fails under CI=true."""
-    path = conftest.REPO.parent / "shared" / "cases" / name
-    if not path.exists():
-        reason = f"shared case {path} not found (put the shared folder beside the repository)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
 
 
 # --- the corpus: odd but valid files, and broken ones ---------------------------------
