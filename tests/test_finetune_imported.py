@@ -101,13 +101,12 @@ def test_the_detector_fine_tunes_from_the_imported_layout(imported, tmp_path):
 
 
 @pytest.mark.slow
+# The localizer's trunk is the same code at: one v1.5 depth is enough.
+@pytest.mark.parametrize("imported", ["keras50", "torchvision18"], indirect=True)
 def test_the_localizer_fine_tunes_from_the_imported_layout(imported, tmp_path):
     from localization.train import train_localizer
 
     name, directory = imported
-    if name == "torchvision50":
-        pytest.skip("the localizer's trunk is the same code for R-18 and R-50; the "
-                    "v1.5 layout is covered by torchvision18")
     clf = model_dir.load_classifier(directory)
     want = named_weights(clf.model)
     root = shared_data("imagenet-val-loc")
