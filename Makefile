@@ -4,16 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test test-fast bench setup clean
+.PHONY: demo test test-fast lint-imports bench setup clean
 
 demo: $(VENV)/.runtime
 	$(BIN)/resnet-tf demo
 
+# lint-imports: the import-linter contracts of pyproject.toml (imports flow
+# apps -> localization -> detection -> resnet_tf); an upward import fails here.
 test: $(VENV)/.dev
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest tests -ra --durations=15
 
 test-fast: $(VENV)/.dev
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest tests -ra -m "not slow"
+
+lint-imports: $(VENV)/.dev
+	$(BIN)/lint-imports --no-cache
 
 # The peers (torch, tf-keras) are in the dev requirements: the weight-import
 # tests write their file formats.

@@ -4,7 +4,7 @@ the collective set-up on one host, not a speed-up claim).
 
     .venv/bin/python benchmarks/distributed_step_time.py [--iterations 30]
 
-Uses the worker launcher of tests/test_distributed.py (free ports, bounded
+Uses the worker launcher of tests/test_resnet_tf/test_distributed.py (free ports, bounded
 time, processes always killed). ResNet-20, cifar recipe, synthetic 32x32
 images, global batch 64; median step time of steps 6 and later.
 """

@@ -9,7 +9,7 @@ file, and the largest output difference against the source on real images.
 
 Source files are made first, in a temporary folder, in each framework's real
 format, with random weights and BN statistics of the real images (one
-training-mode pass over the image set, as tests/test_weights_import.py
+training-mode pass over the image set, as tests/test_resnet_tf/test_weights_import.py
 does); nothing is downloaded:
 
 - keras-applications ResNet-50/101/152: Keras 2 HDF5 weights written by
@@ -153,7 +153,7 @@ def make_keras_applications(depth, pixels, path, seed=0):
 def make_keras_hub(depth, pixels, folder, seed=0):
     """A keras-hub ResNetImageClassifier (1000 classes, logits), random
     weights, BN statistics of ``pixels`` under its image converter, saved
-    with ``save_to_preset`` (tests/test_weights_keras_hub.py's
+    with ``save_to_preset`` (tests/test_resnet_tf/test_weights_keras_hub.py's
     ``make_classifier``)."""
     import numpy as np
 
@@ -274,7 +274,7 @@ def _size(path):
 
 def imported_logits(directory, paths):
     """``predict_files`` on the imported directory with the top's softmax
-    switched off (tests/test_weights_import.py's ``imported_logits``)."""
+    switched off (tests/test_resnet_tf/test_weights_import.py's ``imported_logits``)."""
     import numpy as np
 
     import keras

@@ -89,7 +89,7 @@ def prepare(workdir, what):
         from detection.data.pipeline import DetectionPreprocessing
         from detection.export import export_detector
         from detection.model import FasterRCNN
-        from detection.train import save_detector
+        from detection.model_dir import save_detector
 
         model = FasterRCNN(3, depth=50, class_names=["RBC", "WBC", "Platelets"])
         model.ensure_built()
@@ -100,7 +100,7 @@ def prepare(workdir, what):
         import resnet_tf
         from localization.export import export_localizer
         from localization.model import Localizer
-        from localization.train import save_localizer
+        from localization.model_dir import save_localizer
         from resnet_tf.data.preprocessing import Preprocessing
 
         model = Localizer(resnet_tf.build("resnet50").get_config())

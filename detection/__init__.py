@@ -6,9 +6,10 @@ Built so far, each a small unit with its own tests:
     ops/nms.py       padded batched NMS, per-class NMS
     ops/roi_align.py RoIAlign (aligned) and RoIPool
     anchors.py  box_coder.py  matcher.py  sampler.py  proposals.py
+    targets.py       label_and_sample_anchors / label_and_sample_proposals
     heads.py         RPN head; conv5_x RoI head (resnet_tf.blocks, classifier names)
     losses.py        RPN and head losses as named scalars
-    model.py         FasterRCNN: wiring; targets in compute_loss, so model.fit trains it
+    model.py         FasterRCNN: wiring; compute_loss calls targets.py, so model.fit trains it
     data/voc.py      PASCAL VOC XML (clipping, degenerate boxes dropped and counted)
     data/pipeline.py resize (600/1000), flip, mean, fixed-size padding; synthetic set
     data/sources.py  voc:PATH[:SPLIT], synthetic

@@ -1,5 +1,7 @@
 """Evaluate and predict with a detector directory."""
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 
@@ -7,12 +9,43 @@ from detection.data.pipeline import make_detection_dataset, prepare_example
 from detection.data.sources import open_detection_source
 from detection.metrics.coco_map import evaluate_coco
 from detection.metrics.voc_map import evaluate_voc
-from detection.train import load_detector
+from detection.model_dir import load_detector
 from resnet_tf.data.decode import SkipCounter, read_image_file
-from resnet_tf.evaluate import inference_function, unreadable_error
+from resnet_tf.evaluate import inference_function, merged_reasons, unreadable_error
+
+log = logging.getLogger("resnet_tf")
 
 
-def detect_split(model, prep, split, batch_size=2, counter=None):
+class DetectionCapCounter:
+    """Counts, as detection runs, the images whose detections filled the
+    model's ``max_detections`` (``num_detections == max_detections``): the
+    per-class NMS may have had more to give, so detections may be lost.
+    Raise ``max_detections`` (a model setting) if this is not 0.
+
+    Attributes:
+        limit: int, the cap; images: int, images that hit it; of: int,
+            images detected; paths: the names of those that hit it.
+    """
+
+    def __init__(self, limit):
+        self.limit, self.images, self.of, self.paths = int(limit), 0, 0, []
+
+    def add(self, num_detections, names=None):
+        """Count a batch: ``num_detections`` int [B]; ``names`` [B] (optional)."""
+        n = np.asarray(num_detections).reshape(-1)
+        full = n >= self.limit
+        self.of += len(n)
+        self.images += int(full.sum())
+        if names is not None:
+            self.paths += [str(p) for p, f in zip(names, full) if f]
+        return full
+
+    def to_dict(self):
+        return {"limit": self.limit, "images": self.images, "of": self.of,
+                "paths": list(self.paths)}
+
+
+def detect_split(model, prep, split, batch_size=2, counter=None, capped=None):
     """Detections for every image of a split, in resized-image pixels.
 
     Returns a list aligned with ``split.annotations`` (one dict per
@@ -27,6 +60,8 @@ def detect_split(model, prep, split, batch_size=2, counter=None):
         counter: a ``SkipCounter`` (default: a new one) that keeps every
             path (``max_paths=None``) or at least as many as there are
             unreadable images; raises ValueError otherwise.
+        capped: a ``DetectionCapCounter`` told each batch's
+            ``num_detections`` (images that filled ``max_detections``).
     """
     counter = counter if counter is not None else SkipCounter(max_paths=None)
     before = counter.count
@@ -38,6 +73,8 @@ def detect_split(model, prep, split, batch_size=2, counter=None):
     for x, _ in ds:
         det = run(x)
         n = det["num_detections"].numpy()
+        if capped is not None:
+            capped.add(n)
         for b in range(len(n)):
             found.append({"boxes": det["boxes"].numpy()[b, :n[b]],
                           "scores": det["scores"].numpy()[b, :n[b]],
@@ -79,13 +116,29 @@ def _to_original(dets, annotations):
     return dets
 
 
-def unreadable_summary(annotations, dets, counter):
+def unreadable_summary(annotations, dets, counter, missed=()):
     """What unreadable images took from a detection evaluation: ``{"images",
     "objects" (their ground-truth boxes, counted as missed; VOC ignores the
-    difficult ones, as always), "paths", "by_reason"}``."""
-    bad = [a for a, d in zip(annotations, dets) if d.get("unreadable")]
+    difficult ones, as always), "paths", "by_reason", "at_load_images",
+    "at_load_objects"}``: those the decoder skipped (``dets`` marked
+    ``unreadable``, reasons in ``counter``) and those the annotation loader
+    skipped (``missed``, ``MissedImage`` list; the ``at_load_*`` part)."""
+    bad = [m.annotation for m in missed] + [
+        a for a, d in zip(annotations, dets) if d.get("unreadable")]
     return {"images": len(bad), "objects": int(sum(len(a.boxes) for a in bad)),
-            "paths": [a.path for a in bad], "by_reason": counter.by_reason}
+            "paths": [a.path for a in bad], "by_reason": merged_reasons(counter, missed),
+            "at_load_images": len(missed),
+            "at_load_objects": int(sum(len(m.annotation.boxes) for m in missed))}
+
+
+def with_missed(dets, annotations, missed):
+    """``(dets, annotations)`` with each image the loader skipped as
+    unreadable (``missed``) added: no detections, ``unreadable`` True, so
+    its objects are scored as missed (VOC's recall denominators and COCO's
+    ground truth keep them)."""
+    none = [{"boxes": np.zeros([0, 4], np.float32), "scores": np.zeros([0], np.float32),
+             "classes": np.zeros([0], np.int32), "unreadable": True} for _ in missed]
+    return list(dets) + none, list(annotations) + [m.annotation for m in missed]
 
 
 def evaluate_detector(directory, data, *, batch_size=2, strict=False, **source_kwargs):
@@ -97,39 +150,55 @@ def evaluate_detector(directory, data, *, batch_size=2, strict=False, **source_k
     unreadable image is scored with no detections, so its ground-truth
     objects count as missed (false negatives: VOC's recall denominator and
     COCO's ground truth keep them). That is the conservative reading: the
-    score can't rise by losing files. ``unreadable_images`` and
-    ``unreadable_objects`` say how much this affected, ``unreadable_paths``
-    which files; ``voc_map50_readable`` is the VOC mAP over the readable
-    images alone, for comparison. With ``strict``, any unreadable image is
-    an error (ValueError naming them) instead.
+    score can't rise by losing files. The same holds for the images the
+    annotation loader skipped because their file is missing, refused,
+    empty or has an unreadable header (``split.report.missed``): their
+    objects, as the annotation gives them, are scored as missed too.
+    ``unreadable_images`` and ``unreadable_objects`` say how much this
+    affected (``unreadable_at_load_images`` / ``_objects``: the loader's
+    part), ``unreadable_paths`` which files; ``voc_map50_readable`` is the
+    VOC mAP over the readable images alone, for comparison. With
+    ``strict``, any unreadable image is an error (ValueError naming them)
+    instead.
 
-    Returns a dict: data, split, images (all of the split's), readable_images,
-    voc_map50, voc07_map50, per_class_ap50, coco (``evaluate_coco``), the
-    unreadable counts above and ``skipped_by_reason``.
+    Returns a dict: data, split, images (all of the split's, unreadable
+    ones included), readable_images, voc_map50, voc07_map50,
+    per_class_ap50, coco (``evaluate_coco``; ``coco["max_dets"]`` the
+    detections per image it scored, the model's ``max_detections``), the
+    unreadable counts above, ``skipped_by_reason``, and
+    ``detections_capped``: ``{"limit": max_detections, "images": n}``, the
+    images whose detections filled the cap (some may have been cut).
     """
     model, prep, meta = load_detector(directory)
     source = open_detection_source(data, class_names=meta["class_names"], **source_kwargs)
     split = source.split("eval")
     counter = SkipCounter(max_paths=None)
-    dets = _to_original(detect_split(model, prep, split, batch_size, counter),
+    capped = DetectionCapCounter(model.max_detections)
+    dets = _to_original(detect_split(model, prep, split, batch_size, counter, capped),
                         split.annotations)
-    lost = unreadable_summary(split.annotations, dets, counter)
+    missed = list(split.report.missed) if split.report is not None else []
+    lost = unreadable_summary(split.annotations, dets, counter, missed)
+    dets, anns = with_missed(dets, split.annotations, missed)
     if strict and lost["images"]:
         raise unreadable_error("detector", data, counter, len(dets),
-                               f"their {lost['objects']} objects count as missed")
+                               f"their {lost['objects']} objects count as missed", missed)
     gts = [{"boxes": a.boxes, "classes": a.classes, "difficult": a.difficult}
-           for a in split.annotations]
+           for a in anns]
     names = meta["class_names"]
     voc = evaluate_voc(dets, gts, len(names), class_names=names)
     voc07 = evaluate_voc(dets, gts, len(names), class_names=names, use_07_metric=True)
-    coco = evaluate_coco(dets, gts, names, [(a.height, a.width) for a in split.annotations])
+    coco = evaluate_coco(dets, gts, names, [(a.height, a.width) for a in anns],
+                         max_dets=model.max_detections)
     out = {"data": data, "split": split.name, "images": len(gts),
            "readable_images": len(gts) - lost["images"],
            "voc_map50": voc["mAP"], "voc07_map50": voc07["mAP"],
            "per_class_ap50": voc["per_class"], "coco": coco,
            "unreadable_images": lost["images"], "unreadable_objects": lost["objects"],
+           "unreadable_at_load_images": lost["at_load_images"],
+           "unreadable_at_load_objects": lost["at_load_objects"],
            "unreadable_paths": lost["paths"], "skipped_by_reason": lost["by_reason"],
-           "skipped_images": lost["images"], "voc_map50_readable": voc["mAP"]}
+           "skipped_images": lost["images"], "voc_map50_readable": voc["mAP"],
+           "detections_capped": capped.to_dict()}
     if lost["images"]:
         keep = [i for i, d in enumerate(dets) if not d.get("unreadable")]
         out["voc_map50_readable"] = (evaluate_voc(
@@ -141,8 +210,11 @@ def evaluate_detector(directory, data, *, batch_size=2, strict=False, **source_k
 def predict_detector(directory, paths, score_threshold=None):
     """Detections for image files: one dict per file with ``boxes``
     (ymin, xmin, ymax, xmax pixels of the original image), ``names``,
-    ``scores``; unreadable files get ``error``."""
+    ``scores``, and ``capped``: True when its detections filled the model's
+    ``max_detections`` (more may have been cut; a warning says so too);
+    unreadable files get ``error``."""
     model, prep, meta = load_detector(directory)
+    capped = DetectionCapCounter(model.max_detections)
     names = meta["class_names"]
     rows = []
     run = inference_function(model)
@@ -154,6 +226,9 @@ def predict_detector(directory, paths, score_threshold=None):
         x, _ = prepare_example(image, tf.fill([1, 4], -1.0), tf.constant([-1]), prep)
         det = run({k: v[None] for k, v in x.items()})
         n = int(det["num_detections"][0])
+        if capped.add([n])[0]:
+            log.warning("%s: its detections filled max_detections=%d; more may have been "
+                        "cut (raise the model's max_detections).", path, capped.limit)
         h, w = image.shape[0], image.shape[1]
         sy, sx = float(x["image_sizes"][0]) / h, float(x["image_sizes"][1]) / w
         boxes = det["boxes"].numpy()[0, :n] / np.array([sy, sx, sy, sx])
@@ -164,27 +239,26 @@ def predict_detector(directory, paths, score_threshold=None):
                      "boxes": boxes[keep].round(1).tolist(),
                      "classes": classes[keep].tolist(),
                      "names": [names[c] for c in classes[keep]],
-                     "scores": scores[keep].round(4).tolist()})
+                     "scores": scores[keep].round(4).tolist(),
+                     "capped": n >= capped.limit})
     return rows
 
 
 def draw_detections(image_path, row, out_path, min_score=0.3):
-    """Write ``image_path`` with ``row``'s boxes and labels drawn, as PNG."""
-    from PIL import Image, ImageDraw
+    """Write ``image_path`` with ``row``'s boxes scoring at least
+    ``min_score`` drawn (``resnet_tf.plots.draw_boxes``: one colour per
+    class, "name score" labels), as an image file (PNG by its extension).
+    ``row`` is one of ``predict_detector``'s; raises ValueError naming an
+    unreadable image."""
+    from resnet_tf.plots import BOX_COLORS, draw_boxes
 
     # The pixels predict saw (EXIF orientation applied): the boxes' frame.
     image, error = read_image_file(image_path)
     if error:
         raise ValueError(f"{image_path}: {error}")
-    im = Image.fromarray(image.numpy())
-    draw = ImageDraw.Draw(im)
-    colors = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
-    for (y0, x0, y1, x1), c, name, s in zip(row["boxes"], row["classes"], row["names"],
-                                           row["scores"]):
-        if s < min_score:
-            continue
-        color = colors[c % len(colors)]
-        draw.rectangle([x0, y0, x1, y1], outline=color, width=2)
-        draw.text((x0 + 2, y0 + 1), f"{name} {s:.2f}", fill=color)
-    im.save(out_path)
+    keep = [j for j, s in enumerate(row["scores"]) if s >= min_score]
+    draw_boxes(image.numpy(), [row["boxes"][j] for j in keep],
+               [f"{row['names'][j]} {row['scores'][j]:.2f}" for j in keep],
+               [BOX_COLORS[row["classes"][j] % len(BOX_COLORS)] for j in keep],
+               label_inside=True).save(out_path)
     return out_path

@@ -33,7 +33,7 @@ import os
 import tensorflow as tf
 
 from detection.data.pipeline import prepare_example
-from detection.train import load_detector
+from detection.model_dir import load_detector
 from resnet_tf.export import ServingModel, export_serving_model
 
 

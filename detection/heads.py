@@ -9,7 +9,12 @@ import keras
 
 from resnet_tf import zoo
 from resnet_tf.blocks import BlockOptions, apply_stage
+from resnet_tf.layers import BatchNorm
 from resnet_tf.weights import assign_by_name, named_weights, weighted_layers
+
+# freeze_at -> the layer-name prefixes kept fixed: the stem (conv1_*), then
+# also conv2_x (detectron2's MODEL.BACKBONE.FREEZE_AT, default 2 as the detector's).
+FROZEN_PREFIXES = {0: (), 1: ("conv1",), 2: ("conv1", "conv2")}
 
 
 def build_rpn_head(in_channels=1024, num_anchors=9, conv_channels=None,
@@ -84,3 +89,27 @@ def load_backbone_weights(model, classifier):
     assign_by_name(model, shared, source=f"classifier {classifier.name!r}", skip=skip)
     return sorted(shared)
 
+
+def freeze_backbone(parts, freeze_at, frozen_bn):
+    """Freeze a fine-tuned backbone's early layers and, optionally, its BN,
+    in place (the detector's trunk and conv5 head; the localizer's trunk).
+
+    Args:
+        parts: Keras models whose layers carry the classifier's names.
+        freeze_at: int >= 0. 0 trains every layer; 1 freezes the stem
+            (``conv1_*``); 2 or more also conv2_x (``FROZEN_PREFIXES``).
+        frozen_bn: every ``BatchNorm`` in inference mode with its statistics
+            fixed (the paper's detector: BN statistics from ImageNet).
+    Raises:
+        ValueError: a negative ``freeze_at``.
+    """
+    if int(freeze_at) < 0:
+        raise ValueError(f"freeze_at must be 0 (train everything), 1 (freeze the stem) "
+                         f"or 2 (also conv2_x), got {freeze_at}.")
+    prefixes = FROZEN_PREFIXES[min(int(freeze_at), max(FROZEN_PREFIXES))]
+    for part in parts:
+        for layer in part.layers:
+            if frozen_bn and isinstance(layer, BatchNorm):
+                layer.trainable = False  # inference mode, statistics fixed
+            if prefixes and layer.name.startswith(prefixes):
+                layer.trainable = False

@@ -6,6 +6,7 @@ RoIs. Box losses are summed over positives and divided by the number of
 sampled entries (so positives and negatives weigh as in the papers).
 """
 
+import keras
 from keras import ops
 
 RPN_BETA = 1.0 / 9.0  # py-faster-rcnn's sigma = 3 for the RPN
@@ -60,3 +61,27 @@ def head_losses(class_logits, box_deltas, labels, sampled, target_deltas,
     pred = ops.sum(ops.cast(box_deltas, "float32") * pick[..., None], axis=1)
     box = ops.sum(smooth_l1(pred - target_deltas, beta), axis=-1)
     return {"head_class": ops.sum(ce * w) / n, "head_box": ops.sum(box * fg) / n}
+
+
+def total_loss(values, regularization=()):
+    """The scalar a model's ``compute_loss`` returns.
+
+    Args:
+        values: the named loss scalars to add (e.g. ``rpn_losses``' and
+            ``head_losses``' values).
+        regularization: the model's ``losses`` (its layers' weight decay).
+    Returns:
+        float32 scalar: their sum, divided under ``tf.distribute`` by the
+        number of replicas. The strategy sums the replicas' gradients, so
+        each replica's share makes the sum the global batch's mean (as
+        Keras's own ``compute_loss`` does; ``fit``'s loss tracker multiplies
+        it back for display).
+    """
+    total = ops.sum(ops.stack([ops.cast(v, "float32") for v in values]))
+    if regularization:
+        total = total + ops.sum(ops.stack([ops.cast(l, "float32") for l in regularization]))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        total = total / tf.distribute.get_strategy().num_replicas_in_sync
+    return total

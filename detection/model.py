@@ -5,12 +5,13 @@
     C4, RoIs -> RoIAlign (or RoIPool) 14x14 -> conv5_x (stride 2) -> mean
           -> (K+1)-way class logits and class-specific box deltas
 
-Training is the approximate joint training of Ren et al.: targets are
-built inside ``compute_loss`` from ``y`` (anchors matched at 0.7/0.3 and
-sampled 256 per image, half positive at most; proposals matched at 0.5 and
-sampled 512 per image, a quarter foreground at most, ground-truth boxes
-added to the proposals), so stock ``model.fit`` trains it, and each loss is
-its own metric.
+Training is the approximate joint training of Ren et al.: ``compute_loss``
+builds the targets from ``y`` with ``detection.targets`` (anchors matched at
+0.7/0.3 and sampled 256 per image, half positive at most; proposals matched
+at 0.5 and sampled 512 per image, a quarter foreground at most, ground-truth
+boxes added to the proposals; a new sample every step from the model's
+``SeedGenerator``), so stock ``model.fit`` trains it, and each loss is its
+own metric.
 
 Inputs ``x``: ``{"images": float32 [B, H, W, 3] (preprocessed, padded),
 "image_sizes": float32 [B, 2] (height, width before padding)}``.
@@ -26,19 +27,20 @@ import tensorflow as tf
 from detection import losses
 from detection.anchors import AnchorGenerator
 from detection.box_coder import HEAD_WEIGHTS, RPN_WEIGHTS, BoxCoder
-from detection.heads import build_conv5_head, build_rpn_head
-from detection.matcher import BELOW_LOW_THRESHOLD, Matcher
+from detection.heads import build_conv5_head, build_rpn_head, freeze_backbone
+from detection.matcher import head_matcher, rpn_matcher
 from detection.ops.boxes import is_valid
 from detection.ops.nms import per_class_nms
 from detection.ops.roi_align import roi_align, roi_pool
-from detection.proposals import ProposalConfig, generate_proposals
-from detection.sampler import sample_balanced
+from detection.proposals import (PROPOSALS_CAPPED, ProposalConfig, budget_full,
+                                  generate_proposals)
+from detection.targets import label_and_sample_anchors, label_and_sample_proposals
 from resnet_tf import zoo
 from resnet_tf.backbone import apply_trunk
 from resnet_tf.blocks import BlockOptions
-from resnet_tf.layers import BatchNorm
 
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "head_class", "head_box")
+FEATURE_LEVEL = "C4"  # Appendix A: the RPN and RoI pooling sit on conv4_x
 
 
 @keras.saving.register_keras_serializable(package="detection")
@@ -63,7 +65,8 @@ class FasterRCNN(keras.Model):
         weight_decay: the paper's lambda.
         score_threshold, detection_nms, max_detections: test-time per-class
             NMS settings.
-        seed: sampling seed.
+        seed: the sampling seed: it seeds the model's ``SeedGenerator``, which
+            draws a new anchor and RoI sample every step.
         stride_on, conv_bias, bn_epsilon: the backbone layout (``ResNet``'s
             arguments); take the classifier's when fine-tuning from one, so
             imported v1 (keras.applications: "1x1", bias, 1.001e-5) and v1.5
@@ -110,31 +113,25 @@ class FasterRCNN(keras.Model):
         options = BlockOptions(shortcut="B", weight_decay=weight_decay, stride_on=stride_on,
                                conv_bias=self.conv_bias, bn_epsilon=self.bn_epsilon)
         images = keras.Input((None, None, 3), name="images")
-        c4 = apply_trunk(images, layout, options, last_level="C4")["C4"]
+        c4 = apply_trunk(images, layout, options, last_level=FEATURE_LEVEL)[FEATURE_LEVEL]
         self.trunk = keras.Model(images, c4, name="trunk")
         c4_channels = c4.shape[-1]
-        self.anchor_generator = AnchorGenerator(16, self.anchor_scales, self.anchor_ratios)
+        self.feature_stride = layout.stride(FEATURE_LEVEL)  # 16 pixels per C4 cell
+        self.anchor_generator = AnchorGenerator(self.feature_stride, self.anchor_scales,
+                                                self.anchor_ratios)
         self.rpn_head = build_rpn_head(c4_channels, self.anchor_generator.num_anchors,
                                        weight_decay=weight_decay)
         self.roi_head = build_conv5_head(num_classes, depth, options, self.pooled_size,
                                          c4_channels, width=self.width)
-        self.rpn_matcher = Matcher(0.7, 0.3, allow_low_quality_matches=True)
-        self.head_matcher = Matcher(0.5, 0.5)
+        self.rpn_matcher = rpn_matcher()  # 0.7 / 0.3, each box's best anchors
+        self.head_matcher = head_matcher()  # 0.5
         self.rpn_coder = BoxCoder(RPN_WEIGHTS)
         self.head_coder = BoxCoder(HEAD_WEIGHTS)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.loss_trackers = {n: keras.metrics.Mean(name=n) for n in LOSS_NAMES}
-        self._apply_freezing()
-
-    def _apply_freezing(self):
-        frozen_prefixes = {0: (), 1: ("conv1",), 2: ("conv1", "conv2")}[
-            min(self.freeze_at, 2)]
-        for part in (self.trunk, self.roi_head):
-            for layer in part.layers:
-                if self.frozen_bn and isinstance(layer, BatchNorm):
-                    layer.trainable = False  # inference mode, statistics fixed
-                if layer.name.startswith(frozen_prefixes) and layer.name != "conv1_pad":
-                    layer.trainable = False
+        # Fraction of training images whose post-NMS proposals filled the budget.
+        self.proposals_capped = keras.metrics.Mean(name=PROPOSALS_CAPPED)
+        freeze_backbone((self.trunk, self.roi_head), self.freeze_at, self.frozen_bn)
 
     def ensure_built(self, size=64):
         """Run once on a blank image so every variable exists (needed before
@@ -148,7 +145,8 @@ class FasterRCNN(keras.Model):
 
     def _pool(self, features, rois):
         fn = roi_align if self.pooler == "align" else roi_pool
-        return fn(features, rois, output_size=self.pooled_size, spatial_scale=1 / 16)
+        return fn(features, rois, output_size=self.pooled_size,
+                  spatial_scale=1 / self.feature_stride)
 
     def _rpn(self, images, training):
         c4 = self.trunk(images, training=training)
@@ -190,69 +188,51 @@ class FasterRCNN(keras.Model):
                      training=True):
         if y is None or "c4" not in y_pred:
             raise ValueError("FasterRCNN trains with targets y={'boxes', 'classes'}.")
-        gt_boxes = tf.cast(y["boxes"], tf.float32)
-        gt_classes = tf.cast(y["classes"], tf.int32)
-        sizes = tf.cast(x["image_sizes"], tf.float32)
-        anchors = y_pred["anchors"]
-        values = self._rpn_loss(y_pred, anchors, gt_boxes)
-        values.update(self._head_loss(y_pred, anchors, sizes, gt_boxes, gt_classes))
+        values = self.loss_values(y_pred, x["image_sizes"], y["boxes"], y["classes"])
         for name in LOSS_NAMES:
             self.loss_trackers[name].update_state(values[name])
-        total = tf.add_n([values[n] for n in LOSS_NAMES])
-        if self.losses:
-            total += tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
-        # Under tf.distribute the replicas' gradients are summed: divide by
-        # their number so the sum is the global batch's mean (as Keras's own
-        # compute_loss does; fit's loss tracker multiplies it back).
-        return total / tf.distribute.get_strategy().num_replicas_in_sync
+        return losses.total_loss([values[n] for n in LOSS_NAMES], self.losses)
 
-    def _rpn_loss(self, y_pred, anchors, gt_boxes):
-        b = tf.shape(gt_boxes)[0]
-        anchors_b = tf.broadcast_to(anchors[None], [b, tf.shape(anchors)[0], 4])
-        matches, _ = self.rpn_matcher.match(anchors_b, gt_boxes)
-        labels = tf.where(matches >= 0, 1, tf.where(matches == BELOW_LOW_THRESHOLD, 0, -1))
-        sampled = sample_balanced(labels, self.rpn_batch, self.rpn_positive_fraction,
-                                  self.seed_generator)
-        matched = tf.gather(gt_boxes, tf.maximum(matches, 0), batch_dims=1)
-        # Encode only real matches; anchors stand in elsewhere (finite logs).
-        matched = tf.where((matches >= 0)[..., None], matched, anchors_b)
-        targets = self.rpn_coder.encode(matched, anchors_b)
-        return losses.rpn_losses(y_pred["objectness"], y_pred["deltas"], labels, sampled,
-                                 targets)
+    def loss_values(self, y_pred, image_sizes, gt_boxes, gt_classes):
+        """The four losses of a batch, ``{name: float32 scalar}`` for
+        ``LOSS_NAMES``.
 
-    def _head_loss(self, y_pred, anchors, sizes, gt_boxes, gt_classes):
-        rois, _, _ = generate_proposals(y_pred["objectness"], y_pred["deltas"], anchors,
-                                        sizes, self.proposal_config, training=True)
-        # Ground-truth boxes join the proposals (as in Faster R-CNN training).
-        rois = tf.concat([rois, gt_boxes], axis=1)
-        matches, _ = self.head_matcher.match(rois, gt_boxes)
-        real = is_valid(rois)
-        cls = tf.gather(gt_classes, tf.maximum(matches, 0), batch_dims=1) + 1
-        labels = tf.where(matches >= 0, cls, 0)
-        sample_labels = tf.where(real, tf.where(matches >= 0, 1, 0), -1)
-        sampled = sample_balanced(sample_labels, self.roi_batch, self.roi_positive_fraction,
-                                  self.seed_generator)
-        # A fixed roi_batch rows per image: the sampled ones first.
-        k = self.roi_batch
-        order = tf.math.top_k(tf.cast(sampled, tf.float32)
-                              + tf.random.stateless_uniform(tf.shape(labels), [self.seed, 1])
-                              * 0.5, k=k).indices
-        take = lambda t: tf.gather(t, order, batch_dims=1)  # noqa: E731
-        rois_s, labels_s, sampled_s = take(rois), take(labels), take(sampled)
-        matched = take(tf.gather(gt_boxes, tf.maximum(matches, 0), batch_dims=1))
-        safe_rois = tf.where(is_valid(rois_s)[..., None], rois_s,
-                             tf.constant([0.0, 0.0, 16.0, 16.0]))
-        matched = tf.where((labels_s > 0)[..., None], matched, safe_rois)
-        targets = self.head_coder.encode(matched, safe_rois)
-        pooled = self._pool(y_pred["c4"], tf.stop_gradient(safe_rois))
+        Args:
+            y_pred: ``call(..., training=True)``'s output.
+            image_sizes: float32 [B, 2], (height, width) before padding.
+            gt_boxes: float32 [B, G, 4] (ymin, xmin, ymax, xmax) pixels,
+                padded -1.
+            gt_classes: int [B, G] in [0, K), padded -1.
+        Draws this step's anchor sample, then its RoI sample, from the
+        model's ``SeedGenerator``.
+        """
+        gt_boxes = tf.cast(gt_boxes, tf.float32)
+        anchors = y_pred["anchors"]
+        rpn = label_and_sample_anchors(anchors, gt_boxes, self.rpn_matcher, self.rpn_coder,
+                                       self.rpn_batch, self.rpn_positive_fraction,
+                                       self.seed_generator)
+        values = losses.rpn_losses(y_pred["objectness"], y_pred["deltas"], rpn.labels,
+                                   rpn.sampled, rpn.deltas)
+        proposals, _, count = generate_proposals(
+            y_pred["objectness"], y_pred["deltas"], anchors,
+            tf.cast(image_sizes, tf.float32), self.proposal_config, training=True)
+        self.proposals_capped.update_state(
+            budget_full(count, self.proposal_config.post_nms_train))
+        roi = label_and_sample_proposals(proposals, gt_boxes, gt_classes, self.head_matcher,
+                                         self.head_coder, self.roi_batch,
+                                         self.roi_positive_fraction, self.seed_generator,
+                                         stand_in_size=self.feature_stride)
+        pooled = self._pool(y_pred["c4"], tf.stop_gradient(roi.rois))
         head = self.roi_head(pooled, training=True)
-        flat = lambda t: tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))  # noqa
-        return losses.head_losses(head["class_logits"], head["box_deltas"],
-                                  flat(labels_s), flat(sampled_s), flat(targets))
+        flat = lambda t: tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))  # noqa: E731
+        values.update(losses.head_losses(head["class_logits"], head["box_deltas"],
+                                         flat(roi.classes), flat(roi.sampled),
+                                         flat(roi.deltas)))
+        return values
 
     @property
     def metrics(self):
-        return super().metrics + list(self.loss_trackers.values())
+        return super().metrics + list(self.loss_trackers.values()) + [self.proposals_capped]
 
     def get_config(self):
         return {

@@ -6,7 +6,9 @@ Defaults: 12,000 boxes before NMS and 2,000 after when training, 6,000 and
 
 These are budgets, and they are counted where they meet data: the top-k
 before NMS takes ``min(pre_nms, anchors)`` (fewer anchors: all of them), a
-returned ``count`` equal to ``post_nms`` says NMS had more boxes to give, and
+returned ``count`` equal to ``post_nms`` says NMS had more boxes to give
+(``budget_full``; in training, the ``proposals_capped`` metric is the
+fraction of images where it did, counted as it happens), and
 ``detection.data.pipeline.count_caps`` counts a split's images with more
 anchors than ``pre_nms`` or more objects than ``post_nms`` (the "Capped:"
 line of ``train_detector``).
@@ -19,6 +21,18 @@ import tensorflow as tf
 from detection.box_coder import RPN_WEIGHTS, BoxCoder
 from detection.ops.boxes import PAD
 from detection.ops.nms import batched_nms
+
+
+# The training metric (``FasterRCNN.metrics``): the fraction of images
+# whose post-NMS proposal budget was full, counted as training runs.
+PROPOSALS_CAPPED = "proposals_capped"
+
+
+def budget_full(count, post_nms):
+    """float32 [B]: 1 where an image's proposal ``count`` (int [B],
+    ``generate_proposals``'s) filled ``post_nms``: NMS had more to give, so
+    proposals were capped; else 0."""
+    return tf.cast(tf.greater_equal(count, post_nms), tf.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +62,9 @@ def generate_proposals(objectness, deltas, anchors, image_sizes, config=Proposal
     Returns:
         ``(boxes, scores, count)``: float32 [B, post_nms, 4] (padded rows
         ``PAD``), float32 [B, post_nms] objectness probabilities (padded 0),
-        int32 [B] valid counts (``count == post_nms``: the budget was full). No gradient flows into the boxes (the
-        paper's approximate joint training).
+        int32 [B] valid counts (``count == post_nms``: the budget was full,
+        ``budget_full``). No gradient flows into the boxes (the paper's
+        approximate joint training).
     """
     pre, post = config.sizes(training)
     objectness = tf.stop_gradient(tf.cast(objectness, tf.float32))

@@ -1,12 +1,17 @@
 """Balanced sampling of positives and negatives for a minibatch.
 
 RPN: 256 anchors per image, at most half positive (Ren et al. Sec. 3.1.3);
-head: 512 RoIs per image, at most a quarter foreground. Fixed-size and
-stateless: random priorities from a seed, then ``top_k``, so the graph has
-static shapes.
+head: 512 RoIs per image, at most a quarter foreground (Fast R-CNN Sec. 2.3
+samples 64 of 128 with 25% foreground; detectron2 and torchvision 512).
+Fixed-size: random priorities, then ``top_k``, so the graph has static
+shapes. The randomness comes from ``seed``: a ``keras.random.SeedGenerator``
+advances its state on every call (also inside a compiled train step), so
+each step draws a new sample; an int seed gives the same sample every call.
 """
 
 from keras import ops, random
+
+from detection.matcher import NEGATIVE, POSITIVE
 
 
 def sample_balanced(labels, num_samples, positive_fraction, seed):
@@ -14,21 +19,25 @@ def sample_balanced(labels, num_samples, positive_fraction, seed):
     ``positive_fraction`` of them), negatives filling the rest.
 
     Args:
-        labels: int [B, M]: 1 positive, 0 negative, anything else ignored.
+        labels: int [B, M]: ``POSITIVE`` (1), ``NEGATIVE`` (0), anything
+            else (``IGNORE``) never sampled.
         num_samples: Python int, samples per row.
         positive_fraction: float in [0, 1].
-        seed: an int or a ``keras.random.SeedGenerator``.
+        seed: an int (the same sample every call) or a
+            ``keras.random.SeedGenerator`` (a new sample every call).
     Returns:
         bool [B, M], True for the sampled entries. Each row has
         ``min(P, floor(num_samples * positive_fraction))`` positives and
         ``min(N, num_samples - positives)`` negatives, P and N being the
         row's available counts.
+    Raises:
+        ValueError: ``positive_fraction`` outside [0, 1].
     """
     if not 0 <= positive_fraction <= 1:
         raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}.")
     labels = ops.convert_to_tensor(labels)
-    pos = ops.equal(labels, 1)
-    neg = ops.equal(labels, 0)
+    pos = ops.equal(labels, POSITIVE)
+    neg = ops.equal(labels, NEGATIVE)
     m = labels.shape[-1]
     k = min(int(num_samples), m)
     num_pos = ops.minimum(ops.sum(ops.cast(pos, "int32"), axis=-1),

@@ -1,34 +1,23 @@
 """Fine-tune Faster R-CNN with ``model.fit`` (from a classifier directory or
-from scratch) and write a detector directory.
-
-    DIR/detector.weights.h5   the weights
-    DIR/resnet_tf.json        kind "detector": model config, class names,
-                              preprocessing, training options, results
-    DIR/checkpoints/ DIR/backup/ DIR/history.csv DIR/logs/   as for classifiers
+from scratch) and write a detector directory (``detection.model_dir``).
+The run around ``fit`` (strategy, the run's length, backups, resume, the SGD
+recipe) is ``resnet_tf.runner``'s.
 """
 
-import os
 import time
 
 import numpy as np
-
-import keras
 
 from detection.data.pipeline import (DetectionPreprocessing, count_caps, format_caps,
                                      make_detection_dataset, most_boxes)
 from detection.data.sources import open_detection_source
 from detection.heads import load_backbone_weights
 from detection.model import FasterRCNN
+from detection.model_dir import save_detector
 from resnet_tf import model_dir, zoo
-from resnet_tf.callbacks import StepSchedule, epochs_for
 from resnet_tf.data.decode import SkipCounter
 from resnet_tf.data.report import skip_summary
-from resnet_tf.precision import model_policy, policy_scope
-from resnet_tf.train import (backup_policy, dtype_policy, fine_tune_callbacks,
-                             fit_resumable, make_strategy, shard_options,
-                             worker_directory)
-
-WEIGHTS = "detector.weights.h5"
+from resnet_tf.runner import TrainingRun
 
 
 def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
@@ -43,6 +32,9 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
     Args:
         data: ``voc:``, ``coco:``, ``tfds:`` or ``synthetic`` (see
             ``detection.data.sources``); the training split.
+        epochs / iterations: the run's length, one of them (default: 20
+            epochs); both given: ValueError
+            (``resnet_tf.runner.check_run_length``).
         init_from: a resnet-tf classifier directory: conv1..conv4 go into the
             shared trunk, conv5 into the RoI head, its per-pixel mean (as a
             per-channel mean) into the preprocessing, and its depth, width and
@@ -56,9 +48,9 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
         deterministic: fixed seeds and deterministic TF ops (slower), so
             that a run, and a run killed and resumed, give the same weights.
         auto_shard: how multi-worker runs split the data
-            (``resnet_tf.train.shard_options``).
+            (``resnet_tf.runner.shard_options``).
         backup_every: back up every this many steps (default: every five
-            minutes, ``resnet_tf.train.backup_policy``); a killed run
+            minutes, ``resnet_tf.runner.backup_policy``); a killed run
             resumes from the last backup, at that step
             of the same data stream.
         model_kwargs: ``FasterRCNN`` arguments; ``max_detections`` left out
@@ -70,13 +62,9 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
         dict of results (history, epochs, seconds, skipped, caps).
     """
     t0 = time.time()
-    strat = make_strategy(strategy)  # first: multi-worker set-up needs a fresh TF
-    run_dir = worker_directory(out_dir, strat)
-    if deterministic:
-        keras.utils.set_random_seed(seed)
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
+    run = TrainingRun(out_dir, epochs=epochs, iterations=iterations, strategy=strategy,
+                      policy=policy, seed=seed, deterministic=deterministic,
+                      auto_shard=auto_shard, backup_every=backup_every)
     source = open_detection_source(data, seed=seed, **source_kwargs)
     train = source.split("train")
     mean_rgb = None
@@ -121,37 +109,33 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
                                     images=train.images,
                                     image_bytes=train.image_bytes and train.image_bytes()
                                     ).repeat()
-        return shard_options(ds.skip(step) if step else ds, auto_shard)
+        return run.shard(ds.skip(step) if step else ds)
 
-    steps = max(1, len(train.annotations) // batch_size)
-    if epochs is not None:
-        iterations = epochs * steps
-    iterations = iterations or 20 * steps
-    steps = min(steps, iterations)  # a run shorter than one pass: one short epoch
-    epochs = epochs_for(iterations, steps)
-    with dtype_policy(policy), strat.scope():
+    plan = run.plan(len(train.annotations), batch_size, default_epochs=20, what=data)
+
+    def build_model():
         model = FasterRCNN(len(source.class_names), depth=depth,
                            class_names=source.class_names, weight_decay=weight_decay,
                            seed=seed, **kwargs)
         model.ensure_built()
         if clf is not None:
             load_backbone_weights(model, clf.model)
-        model.compile(keras.optimizers.SGD(learning_rate, momentum=momentum,
-                                           clipnorm=clipnorm))
-    schedule = StepSchedule(learning_rate, [round(decay_fraction * iterations)],
-                            linear_warmup=min(warmup_iterations, iterations // 2))
-    callbacks = fine_tune_callbacks(run_dir, schedule, extra=extra_callbacks,
-                                    backup=backup_policy(backup_every, steps, strat))
-    print(f"Training Faster R-CNN {zoo.display_name(depth, model.width)}, C4, on {data} "
-          f"[{len(train.annotations)} images, {len(source.class_names)} classes], "
-          f"{'from ' + init_from if init_from else 'from scratch'}: {iterations} "
-          f"iterations = {epochs} epochs of {steps}, batch {batch_size}, lr "
-          f"{learning_rate:g} (/10 at {schedule.boundaries[0]}, warm-up "
-          f"{schedule.linear_warmup})"
-          + (f", {strat.num_replicas_in_sync} replicas ({type(strat).__name__})"
-             if strat.num_replicas_in_sync > 1 else ""), flush=True)
-    hist = fit_resumable(model, train_stream, epochs=epochs, steps_per_epoch=steps,
-                         callbacks=callbacks, verbose=verbose)
+        return model
+
+    def describe(model, lr_schedule):
+        return (f"Training Faster R-CNN {zoo.display_name(depth, model.width)}, C4, on "
+                f"{data} [{len(train.annotations)} images, {len(source.class_names)} "
+                f"classes], {'from ' + init_from if init_from else 'from scratch'}: "
+                f"{plan.iterations} iterations = {plan.epochs} epochs of "
+                f"{plan.steps_per_epoch}, batch {batch_size}, lr {learning_rate:g} (/10 at "
+                f"{lr_schedule.boundaries[0]}, warm-up {lr_schedule.linear_warmup})")
+
+    model, hist = run.fine_tune(build_model, train_stream, learning_rate=learning_rate,
+                                momentum=momentum, clipnorm=clipnorm,
+                                decay_fraction=decay_fraction,
+                                warmup_iterations=warmup_iterations,
+                                extra_callbacks=extra_callbacks, describe=describe,
+                                verbose=verbose)
     print(skip_summary({f"{data} annotations": train.report, "train images": counter}),
           flush=True)
     caps = count_caps(train.annotations, prep, proposals=model.proposal_config,
@@ -167,37 +151,9 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
                                      if train.report else {},
                                      "images": counter.by_reason},
                "caps": caps,
-               "final_loss": float(hist["loss"][-1]) if hist.get("loss") else None}
-    save_detector(run_dir, model, prep, results=results,
-                  training={"data": data, "init_from": init_from, "policy": policy,
-                            "learning_rate": learning_rate, "batch_size": batch_size,
-                            "seed": seed, "strategy": strategy or "default",
-                            "replicas": strat.num_replicas_in_sync})
-    return {"model": model, "history": {k: [float(v) for v in vs] for k, vs in hist.items()},
-            "results": results, "directory": run_dir}
-
-
-def save_detector(directory, model, prep, **fields):
-    os.makedirs(directory, exist_ok=True)
-    model_dir.atomic_write(os.path.join(directory, WEIGHTS),
-                           lambda p: model.save_weights(p))
-    return model_dir.write_meta(directory, "detector", config=model.get_config(),
-                                policy=model_policy(model),
-                                class_names=model.class_names,
-                                preprocessing=prep.to_dict(), **fields)
-
-
-def load_detector(directory):
-    """``(model, preprocessing, meta)`` from a detector directory; the model
-    is built under the dtype policy the directory records."""
-    meta = model_dir.read_meta(directory, kind="detector")
-    weights = os.path.join(directory, WEIGHTS)
-    if not os.path.exists(weights):
-        raise ValueError(f"{weights} is missing from the detector directory.")
-    with policy_scope(model_dir.recorded_policy(directory, meta)):
-        model = FasterRCNN.from_config(meta["config"])
-        model.ensure_built()
-    prep = DetectionPreprocessing(**{**meta["preprocessing"],
-                                     "mean_rgb": tuple(meta["preprocessing"]["mean_rgb"])})
-    model_dir.load_weights_file(model, weights, "detector")
-    return model, prep, meta
+               "final_loss": hist["loss"][-1] if hist.get("loss") else None}
+    save_detector(run.directory, model, prep, results=results,
+                  training=run.record(data=data, init_from=init_from,
+                                      learning_rate=learning_rate, batch_size=batch_size))
+    return {"model": model, "history": hist, "results": results,
+            "directory": run.directory}

@@ -1,15 +1,18 @@
-"""``resnet-tf {train,evaluate,predict} localizer``: wired into
-``resnet_tf.cli`` by ``add_localizer_commands(tasks)``.
+"""``resnet-tf {train,evaluate,predict} localizer``: wired into the command by
+``apps.cli`` through ``add_localizer_commands(tasks)``.
 
     resnet-tf train localizer --data ilsvrc-loc:PATH[:SPLIT]|synthetic --init-from CLF_DIR --out DIR
     resnet-tf evaluate localizer --model DIR --data SPEC [--multiscale] [--strict] [--json]
     resnet-tf predict localizer --model DIR IMAGE... [--json] [--draw OUT.png]
+
+It reuses the shared CLI helpers of ``resnet_tf.cli`` (imports flow
+``localization -> resnet_tf``; nothing below imports this module).
 """
 
 import json
 
-from resnet_tf.cli import (add_precision_and_strategy, add_strict, numbered_path,
-                            print_unreadable)
+from resnet_tf.cli import (add_precision_and_strategy, add_strict, print_predictions,
+                           print_trained, print_unreadable, run_options)
 
 DATA_HELP = "ilsvrc-loc:PATH[:train|val] (Kaggle CSVs or ILSVRC XML) or synthetic"
 
@@ -19,6 +22,8 @@ def _floats(text):
 
 
 def add_localizer_commands(tasks):
+    """Add ``localizer`` to ``tasks["train"]``, ``tasks["evaluate"]`` and
+    ``tasks["predict"]`` (argparse sub-parser actions)."""
     p = tasks["train"].add_parser(
         "localizer", help="fine-tune the paper's per-class RPN localizer with model.fit",
         description="Fine-tune a per-class RPN (Appendix C: C logistic outputs and C x 4 "
@@ -80,22 +85,12 @@ def add_localizer_commands(tasks):
 def run_train_localizer(args):
     from localization.train import train_localizer
 
-    r = train_localizer(args.data, args.out, init_from=args.init_from, epochs=args.epochs,
-                        iterations=args.iterations, batch_size=args.batch_size,
-                        learning_rate=args.learning_rate, feature_level=args.feature_level,
+    r = train_localizer(args.data, args.out, feature_level=args.feature_level,
                         anchor_scales=_floats(args.anchor_scales),
                         anchor_ratios=_floats(args.anchor_ratios),
                         head_channels=args.head_channels,
-                        anchors_per_image=args.anchors_per_image, policy=args.policy,
-                        strategy=args.strategy, seed=args.seed,
-                        auto_shard=args.auto_shard, backup_every=args.backup_every,
-                        synthetic_train=args.synthetic_train,
-                        synthetic_eval=args.synthetic_eval, verbose=2 if args.json else 1)
-    if args.json:
-        print(json.dumps({"model_dir": args.out, **r["results"]}))
-    else:
-        print(f"Localizer directory: {args.out}")
-    return 0
+                        anchors_per_image=args.anchors_per_image, **run_options(args))
+    return print_trained(args, "Localizer", r["results"])
 
 
 def run_evaluate_localizer(args):
@@ -127,19 +122,11 @@ def run_predict_localizer(args):
 
     rows = predict_localizer(args.model, args.images, multiscale=args.multiscale,
                              top_k=args.top_k)
-    for i, row in enumerate(rows):
-        if args.draw and "error" not in row:
-            row["drawn"] = draw_localizations(row["path"], row,
-                                              numbered_path(args.draw, i, len(rows)))
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for row in rows:
-            print(row["path"] + (f"  (drawn: {row['drawn']})" if "drawn" in row else ""))
-            if "error" in row:
-                print(f"  error: {row['error']}")
-                continue
-            for p in row["predictions"]:
-                print(f"  {p['probability']:7.2%}  {p['name']:<25} box {p['box']} "
-                      f"(score {p['score']:.3f})")
-    return 1 if any("error" in r for r in rows) else 0
+
+    def print_row(row):
+        for p in row["predictions"]:
+            print(f"  {p['probability']:7.2%}  {p['name']:<25} box {p['box']} "
+                  f"(score {p['score']:.3f})")
+
+    return print_predictions(
+        args, rows, print_row, draw=lambda row, out: draw_localizations(row["path"], row, out))

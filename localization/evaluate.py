@@ -19,10 +19,10 @@ import tensorflow as tf
 from localization.data.pipeline import pad_boxes, test_examples, test_views
 from localization.data.sources import open_localization_source
 from localization.metrics import localization_errors, oracle_error
-from localization.train import load_localizer
+from localization.model_dir import load_localizer
 from resnet_tf.data.decode import SkipCounter, read_image_file
-from resnet_tf.evaluate import inference_function, unreadable_error
-from resnet_tf.train import label_map_for
+from resnet_tf.data.labels import label_map_for
+from resnet_tf.evaluate import inference_function, merged_reasons, unreadable_error
 
 
 CHUNK = 64  # evaluation images decoded and tested together
@@ -136,8 +136,10 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
     completes over the rest: each unreadable image scores as a miss, with
     no guesses (wrong at every k, for localization and classification) and
     no oracle box, so its ground-truth boxes count as missed and the errors
-    can't fall by losing files. ``*_readable`` give the errors over the
-    readable images alone. With ``strict``, any unreadable image is an
+    can't fall by losing files. Rows the loader skipped because their image
+    file is missing or unreadable (``split.report.missed``) count the same
+    way (``unreadable_at_load_images`` / ``_objects``). ``*_readable`` give
+    the errors over the readable images alone. With ``strict``, any unreadable image is an
     error (ValueError naming them) instead.
 
     Returns a dict: images (all evaluated, unreadable included),
@@ -154,7 +156,12 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
                                       **source_kwargs)
     split = source.split("eval")
     label_map = label_map_for(source.class_names, meta["class_names"], data)
-    anns = split.annotations[:max_images] if max_images else split.annotations
+    # Images the loader skipped as unreadable (missing, empty, bad header)
+    # are misses, like the ones the decoder skips; with max_images, those
+    # among the first max_images of the loader's order.
+    missed = missed_in_order(split.report, max_images)
+    anns = (split.annotations[:max_images - len(missed)] if max_images
+            else split.annotations)
     images = split.images[:len(anns)] if split.images is not None else None
     counter = SkipCounter(max_paths=None)
     tester = Tester(model, prep, mean, scales, multiscale, flip, top_k)
@@ -180,11 +187,13 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
             flush()
     if pending:
         flush()
+    decoded = len(anns)
+    anns = [m.annotation for m in missed] + list(anns)
     labels = pad_boxes(anns, label_map)[0]
     guesses, truth, oracle_boxes, rows, lost = [], [], [], [], []
-    for a, label in zip(anns, labels):
+    for i, (a, label) in enumerate(zip(anns, labels)):
         truth.append((np.full(len(a.boxes), int(label)), np.asarray(a.boxes, np.float32)))
-        if found.get(a.path):
+        if i >= len(missed) and found.get(a.path):
             guess, oracle, row = found[a.path].pop(0)
         else:  # unreadable: no guesses, no oracle box
             guess, oracle = (np.zeros([0], np.int32), np.zeros([0, 4], np.float32)), None
@@ -193,16 +202,16 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
         guesses.append(guess)
         oracle_boxes.append(oracle)
         rows.append(row)
-    if len(lost) != counter.count or any(found.values()):
-        raise RuntimeError(f"{len(anns) - len(lost)} images tested and {counter.count} "
-                           f"unreadable, but the split has {len(anns)}: the results "
-                           "can't be matched to their images.")
+    if len(lost) != counter.count + len(missed) or any(found.values()):
+        raise RuntimeError(f"{decoded - len(lost) + len(missed)} images tested and "
+                           f"{counter.count} unreadable, but the split has {decoded}: "
+                           "the results can't be matched to their images.")
     if lost and strict:
         raise unreadable_error("localizer", data, counter, len(anns),
-                               "they count as misses")
+                               "they count as misses", missed)
     if len(lost) == len(anns):
         raise ValueError(f"{data}: none of the {len(anns)} images could be read "
-                         f"(e.g. {counter.paths[:3]}).")
+                         f"(e.g. {[a.path for a in lost[:3]]}).")
     errors = localization_errors(guesses, truth, ks=(1, top_k))
     keep = [i for i, r in enumerate(rows) if not r.get("unreadable")]
     readable = localization_errors([guesses[i] for i in keep], [truth[i] for i in keep],
@@ -210,8 +219,10 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
     out = {"data": data, "split": split.name, "images": len(anns),
            "readable_images": len(keep), "unreadable_images": len(lost),
            "unreadable_objects": int(sum(len(a.boxes) for a in lost)),
+           "unreadable_at_load_images": len(missed),
+           "unreadable_at_load_objects": int(sum(len(m.annotation.boxes) for m in missed)),
            "unreadable_paths": [a.path for a in lost],
-           "skipped_by_reason": counter.by_reason, "skipped_images": len(lost),
+           "skipped_by_reason": merged_reasons(counter, missed), "skipped_images": len(lost),
            "scored_paths": len({a.path for a in anns}),
            "scales": list(tester.scales), "flip": flip, "top_k": top_k,
            "oracle_loc_error": oracle_error(oracle_boxes, truth),
@@ -224,6 +235,22 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
             out[f"top{k}_{name}_error_readable"] = readable[f"top{k}_{name}_error"]
     if per_image:
         out["per_image"] = rows
+    return out
+
+
+def missed_in_order(report, max_images=None):
+    """The ``MissedImage``s of a split's ``report`` (images the loader
+    skipped as unreadable) that an evaluation of its first ``max_images``
+    images covers: those whose ``position`` (kept annotations before them)
+    leaves them among the first ``max_images`` of the loader's order; all
+    without ``max_images``."""
+    missed = list(getattr(report, "missed", None) or [])
+    if not max_images:
+        return missed
+    out = []
+    for m in sorted(missed, key=lambda m: m.position):
+        if max(m.position, 0) + len(out) < max_images:
+            out.append(m)
     return out
 
 
@@ -252,21 +279,22 @@ def predict_localizer(directory, paths, *, multiscale=False, top_k=5):
 
 
 def draw_localizations(image_path, row, out_path, top=1):
-    """Write ``image_path`` with the first ``top`` guesses' boxes, as PNG."""
-    from PIL import Image, ImageDraw
+    """Write ``image_path`` with the first ``top`` guesses' boxes drawn
+    (``resnet_tf.plots.draw_boxes``: one colour per rank, "name probability"
+    labels), as an image file (PNG by its extension; its folder is created).
+    ``row`` is one of ``predict_localizer``'s; raises ValueError naming an
+    unreadable image."""
+    from resnet_tf.plots import BOX_COLORS, draw_boxes
 
     # The pixels predict saw (EXIF orientation applied): the boxes' frame.
     image, error = read_image_file(image_path)
     if error:
         raise ValueError(f"{image_path}: {error}")
-    im = Image.fromarray(image.numpy())
-    draw = ImageDraw.Draw(im)
-    colors = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
-    for i, p in enumerate(row["predictions"][:top]):
-        y0, x0, y1, x1 = p["box"]
-        color = colors[i % len(colors)]
-        draw.rectangle([x0, y0, x1, y1], outline=color, width=2)
-        draw.text((x0 + 2, y0 + 1), f"{p['name']} {p['probability']:.2f}", fill=color)
+    guesses = row["predictions"][:top]
+    im = draw_boxes(image.numpy(), [p["box"] for p in guesses],
+                    [f"{p['name']} {p['probability']:.2f}" for p in guesses],
+                    [BOX_COLORS[i % len(BOX_COLORS)] for i in range(len(guesses))],
+                    label_inside=True)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     im.save(out_path)
     return out_path

@@ -35,7 +35,7 @@ import os
 
 import tensorflow as tf
 
-from localization.train import load_localizer
+from localization.model_dir import load_localizer
 from resnet_tf.data import augment
 from resnet_tf.export import TOP_K, ServingModel, export_serving_model
 

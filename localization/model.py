@@ -18,12 +18,14 @@ ratios (h / w = 0.5, 1, 2) = 9 per cell, sized for 224 crops in which an
 ILSVRC object typically spans half the image. Regression is relative to
 them with ``detection.box_coder``'s RPN weights (1, 1, 1, 1).
 
-Training (``compute_loss``, so stock ``model.fit`` trains it): anchors are
-matched to the image's boxes with ``detection.matcher`` (positive at IoU >=
-0.7, negative below 0.3, each box's best anchors positive), and 8 anchors
-per image are sampled with ``detection.sampler`` (at most half positive:
-1:1 when the crop has enough positives). Only the image's ground-truth
-class c receives a loss: dimension c of ``cls`` on the 8 sampled anchors
+Training (``compute_loss``, so stock ``model.fit`` trains it): the
+detector's RPN target assignment,
+``detection.targets.label_and_sample_anchors``: anchors are matched to the
+image's boxes (positive at IoU >= 0.7, negative below 0.3, each box's best
+anchors positive), and 8 anchors per image are sampled (at most half
+positive: 1:1 when the crop has enough positives), a new sample every step
+from the model's ``SeedGenerator``. Only the image's ground-truth class c
+receives a loss: dimension c of ``cls`` on the 8 sampled anchors
 (logistic loss, target 1 for positives and 0 for negatives) and the 4
 dimensions of class c's regressor of ``reg`` on the sampled positives
 (smooth L1 against the encoded box). The other C - 1 logits and (C - 1) x 4
@@ -48,31 +50,17 @@ from keras import ops
 from detection import losses
 from detection.anchors import AnchorGenerator
 from detection.box_coder import RPN_WEIGHTS, BoxCoder
-from detection.heads import load_backbone_weights
-from detection.matcher import BELOW_LOW_THRESHOLD, Matcher
-from detection.sampler import sample_balanced
+from detection.heads import freeze_backbone, load_backbone_weights
+from detection.matcher import Matcher
+from detection.targets import label_and_sample_anchors
 from localization.head import PerClassRPNHead
 from resnet_tf import zoo
 from resnet_tf.backbone import ResNet, apply_trunk
 from resnet_tf.blocks import BlockOptions
-from resnet_tf.layers import BatchNorm
 
 LOSS_NAMES = ("loc_cls", "loc_reg")
 DEFAULT_SCALES = (64, 128, 256)
 DEFAULT_RATIOS = (0.5, 1.0, 2.0)
-
-
-def level_stride(layout, level):
-    """The stride in pixels of stage output ``level`` ("C2".."C5")."""
-    stride = 4 if layout.family == "imagenet" else 1
-    n = int(level[1:]) - 1
-    if not 1 <= n <= len(layout.stages):
-        names = [f"C{i + 2}" for i in range(len(layout.stages))]
-        raise ValueError(f"Unknown feature level {level!r}; this "
-                         f"{layout.family} ResNet-{layout.depth} has {names}.")
-    for _, _, _, s in layout.stages[:n]:
-        stride *= s
-    return stride
 
 
 @keras.saving.register_keras_serializable(package="localization")
@@ -93,7 +81,8 @@ class Localizer(keras.Model):
         freeze_at: 0 trains the whole trunk; 1 freezes the stem; 2 also conv2_x.
         weight_decay: the head's and trunk's lambda.
         top_k: classes localized at test time.
-        seed: the anchor sampling seed.
+        seed: the head's initialisation and the anchor sampling seed (it
+            seeds the model's ``SeedGenerator``: a new sample every step).
     """
 
     def __init__(self, classifier, class_names=None, feature_level=None,
@@ -112,13 +101,13 @@ class Localizer(keras.Model):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for a classifier with "
                              f"{num_classes} classes.")
-        level = feature_level or f"C{len(layout.stages) + 1}"
+        level = feature_level or layout.levels[-1]
         # === Config ===
         self.classifier_config = cfg
         self.num_classes = num_classes
         self.class_names = list(class_names or [str(k) for k in range(num_classes)])
         self.feature_level = level
-        self.stride = level_stride(layout, level)
+        self.stride = layout.stride(level)
         self.anchor_scales = tuple(float(s) for s in anchor_scales)
         self.anchor_ratios = tuple(float(r) for r in anchor_ratios)
         self.anchor_offset = float(anchor_offset)
@@ -154,15 +143,7 @@ class Localizer(keras.Model):
         self.coder = BoxCoder(RPN_WEIGHTS)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.loss_trackers = {n: keras.metrics.Mean(name=n) for n in LOSS_NAMES}
-        self._apply_freezing()
-
-    def _apply_freezing(self):
-        prefixes = {0: (), 1: ("conv1",), 2: ("conv1", "conv2")}[min(self.freeze_at, 2)]
-        for layer in self.trunk.layers:
-            if self.frozen_bn and isinstance(layer, BatchNorm):
-                layer.trainable = False  # inference mode, statistics fixed
-            if prefixes and layer.name.startswith(prefixes):
-                layer.trainable = False
+        freeze_backbone((self.trunk,), self.freeze_at, self.frozen_bn)
 
     def ensure_built(self, size=None):
         """Run once on a blank image so every variable exists."""
@@ -238,18 +219,7 @@ class Localizer(keras.Model):
                                   y["boxes"])
         for name in LOSS_NAMES:
             self.loss_trackers[name].update_state(values[name])
-        total = values["loc_cls"] + values["loc_reg"]
-        if self.losses:
-            total = total + ops.sum(ops.stack([ops.cast(l, "float32")
-                                               for l in self.losses]))
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            # tf.distribute sums the replicas' gradients: divide by their
-            # number so the sum is the global batch's mean (as Keras's own
-            # compute_loss does; fit's loss tracker multiplies it back).
-            total = total / tf.distribute.get_strategy().num_replicas_in_sync
-        return total
+        return losses.total_loss([values[n] for n in LOSS_NAMES], self.losses)
 
     def loss_values(self, features, anchors, labels, gt_boxes):
         """``{"loc_cls", "loc_reg"}`` for a batch (see the module docstring
@@ -260,17 +230,10 @@ class Localizer(keras.Model):
         b = ops.shape(gt_boxes)[0]
         cls = ops.reshape(cls, (b, -1))  # [B, M]
         reg = ops.reshape(reg, (b, -1, 4))
-        anchors_b = ops.broadcast_to(anchors[None], (b, ops.shape(anchors)[0], 4))
-        matches, _ = self.matcher.match(anchors_b, gt_boxes)
-        anchor_labels = ops.where(matches >= 0, 1,
-                                  ops.where(matches == BELOW_LOW_THRESHOLD, 0, -1))
-        sampled = sample_balanced(anchor_labels, self.anchors_per_image,
-                                  self.positive_fraction, self.seed_generator)
-        matched = ops.take_along_axis(gt_boxes, ops.maximum(matches, 0)[..., None], axis=1)
-        # Encode only real matches; anchors stand in elsewhere (finite logs).
-        matched = ops.where((matches >= 0)[..., None], matched, anchors_b)
-        targets = self.coder.encode(matched, anchors_b)
-        v = losses.rpn_losses(cls, reg, anchor_labels, sampled, targets)
+        t = label_and_sample_anchors(anchors, gt_boxes, self.matcher, self.coder,
+                                     self.anchors_per_image, self.positive_fraction,
+                                     self.seed_generator)
+        v = losses.rpn_losses(cls, reg, t.labels, t.sampled, t.deltas)
         return {"loc_cls": v["rpn_objectness"], "loc_reg": v["rpn_box"]}
 
     @property

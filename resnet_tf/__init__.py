@@ -14,10 +14,10 @@ import sys
 
 # The ``resnet-tf`` command: TensorFlow's C++ log lines are hidden unless
 # asked for (--verbose, or TF_CPP_MIN_LOG_LEVEL set by the user). This must
-# run before anything imports TensorFlow, and importing ``resnet_tf.cli``
-# imports this package first.
+# run before anything imports TensorFlow, and the command's module
+# (``apps.cli``, named here, never imported) imports this package first.
 _CLI_NAME = "resnet-tf"
-_CLI_MODULE = "resnet_tf.cli"
+_CLI_MODULE = "apps.cli"
 # TF_CPP_MIN_LOG_LEVEL: 0 all, 1 no INFO, 2 no INFO or WARNING, 3 no ERROR
 # either. 3, because TF 2.21's oneDNN logs harmless ERROR lines too ("oneDNN
 # supports DT_INT64 only on platforms with AVX-512. Falling back ...", for
@@ -29,7 +29,7 @@ _SEVERITY = {"I": 0, "W": 1, "E": 2, "F": 3}
 
 def _cli_arguments(orig_argv=None):
     """The arguments of the ``resnet-tf`` command this process runs (the
-    console script or ``python -m resnet_tf.cli``), or None when the process
+    console script or ``python -m apps.cli``), or None when the process
     is something else (a notebook, pytest, a script importing resnet_tf).
 
     Args:

@@ -1,5 +1,9 @@
 """Callbacks for the paper's training runs, and the crash-safety ones every
-trainer uses: atomic checkpoints, step-level backups, a stop on NaN/Inf."""
+trainer uses: atomic checkpoints, step-level backups, a stop on NaN/Inf.
+
+The files are written by ``resnet_tf.atomic``; the run around these
+callbacks (strategy, schedule arithmetic, resume) is ``resnet_tf.runner``.
+"""
 
 import contextlib
 import json
@@ -12,6 +16,8 @@ import time
 import numpy as np
 
 import keras
+
+from resnet_tf.atomic import atomic_write, remove_stale_temporaries, write_json
 
 log = logging.getLogger("resnet_tf.train")
 
@@ -96,79 +102,14 @@ class SkippedImagesReport(keras.callbacks.Callback):
                   f"{', '.join(parts)} (each named in a warning above).", flush=True)
 
 
-def epochs_for(iterations, steps_per_epoch):
-    return max(1, math.ceil(iterations / steps_per_epoch))
-
-
 # --- crash safety: atomic checkpoints, step-level backups, non-finite losses --
-
-
-TMP_PREFIX = ".tmp-"
-
-
-def atomic_save(path, write):
-    """Write ``path`` through a temporary name in the same folder, then
-    ``os.replace`` it into place: a crash (even SIGKILL) leaves either the old
-    file or the new one, never a half-written one.
-
-    ``write(tmp_path)`` writes the file. The temporary name ends with
-    ``path``'s name, so Keras's suffix checks (``.keras``, ``.weights.h5``)
-    still pass. The data is flushed to disk (``fsync``) before the rename and
-    the folder after it, so the rename also survives a power cut.
-    Temporaries a killed writer left behind are removed by
-    ``remove_stale_temporaries``.
-    """
-    folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{name}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. not supported on this platform
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temporaries(folder):
-    """Delete the temporaries of ``atomic_save`` left by killed writers (they
-    are never read: only completed files are renamed into place)."""
-    if not os.path.isdir(folder):
-        return
-    for name in os.listdir(folder):
-        if name.startswith(TMP_PREFIX):
-            try:
-                os.remove(os.path.join(folder, name))
-            except OSError:
-                pass
-
-
-def _write_json(path, obj):
-    def write(p):
-        with open(p, "w") as f:
-            f.write(json.dumps(obj) + "\n")
-    atomic_save(path, write)
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """``keras.callbacks.ModelCheckpoint`` whose files are written with
-    ``atomic_save``: killing the run while it saves leaves the previous
-    checkpoint, still loadable. Same arguments as ModelCheckpoint."""
+    ``resnet_tf.atomic.atomic_write``: killing the run while it saves leaves
+    the previous checkpoint, still loadable. Same arguments as
+    ModelCheckpoint."""
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -179,9 +120,9 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         if not self._should_save_model(epoch, batch, logs, filepath):
             return
         if self.save_weights_only:
-            atomic_save(filepath, lambda p: self.model.save_weights(p, overwrite=True))
+            atomic_write(filepath, lambda p: self.model.save_weights(p, overwrite=True))
         else:
-            atomic_save(filepath, lambda p: self.model.save(p, overwrite=True))
+            atomic_write(filepath, lambda p: self.model.save(p, overwrite=True))
         if self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: saved {filepath}", flush=True)
 
@@ -215,14 +156,14 @@ class StepBackup(keras.callbacks.Callback):
                                         weights file goes with it, and the
                                         states of the model's seed generators
 
-    each with ``atomic_save``; ``state.json`` is replaced only after its
+    each with ``resnet_tf.atomic``; ``state.json`` is replaced only after its
     weights file is complete, and names it, so a kill between the two writes
     leaves the previous pair. Older weights files are deleted afterwards.
 
     ``restore()`` (the trainers call it before ``fit``) loads the last state
     and returns its step; the trainer derives the epoch and the position in
     it from the step and feeds the data stream from that point (see
-    ``resnet_tf.train.fit_resumable``). ``finish()`` deletes the backup once
+    ``resnet_tf.runner.fit_resumable``). ``finish()`` deletes the backup once
     the run is complete. Metrics averaged over a resumed epoch cover only
     the steps run after the restore.
     """
@@ -297,12 +238,12 @@ class StepBackup(keras.callbacks.Callback):
         self._since_save = 0
         self._last_save = time.monotonic()
         name = f"step-{self.step:09d}.weights.h5"
-        atomic_save(os.path.join(self.backup_dir, name),
-                    lambda p: self.model.save_weights(p, overwrite=True))
+        atomic_write(os.path.join(self.backup_dir, name),
+                     lambda p: self.model.save_weights(p, overwrite=True))
         seeds = [np.asarray(sg.state.numpy()).tolist()
                  for sg in _seed_generators(self.model)]
-        _write_json(os.path.join(self.backup_dir, self.STATE),
-                    {"step": self.step, "weights": name, "seeds": seeds})
+        write_json(os.path.join(self.backup_dir, self.STATE),
+                   {"step": self.step, "weights": name, "seeds": seeds})
         for old in os.listdir(self.backup_dir):
             if old.startswith("step-") and old != name:
                 os.remove(os.path.join(self.backup_dir, old))

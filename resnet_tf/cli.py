@@ -1,79 +1,35 @@
-"""The ``resnet-tf`` command line.
+"""The classifier's ``resnet-tf`` subcommands, and the CLI helpers every
+package's subcommands share.
 
     resnet-tf models [NAME ...] [--shortcuts A,B,C] [--json]
     resnet-tf import classifier --from keras-applications|torchvision|timm|keras-hub PATH --out DIR
     resnet-tf train classifier --config cifar|imagenet --model resnet20 --data SPEC --out DIR
     resnet-tf evaluate classifier --model DIR --data SPEC [--crops center|10|multiscale] [--strict]
     resnet-tf predict classifier --model DIR IMAGE... [--json]
-    resnet-tf train detector --data voc:|coco:|tfds:|synthetic [--init-from DIR] --out DIR
-    resnet-tf evaluate detector --model DIR --data SPEC [--strict] [--json]
-    resnet-tf predict detector --model DIR IMAGE... [--json] [--draw OUT.png]
-    resnet-tf train localizer --data ilsvrc-loc:PATH[:SPLIT]|synthetic --init-from DIR --out DIR
-    resnet-tf evaluate localizer --model DIR --data SPEC [--multiscale] [--strict] [--json]
-    resnet-tf predict localizer --model DIR IMAGE... [--json] [--draw OUT.png]
-    resnet-tf export classifier --model DIR --out BASE [--version N] [--json]
-    resnet-tf export detector --model DIR --out BASE [--version N] [--json]
-    resnet-tf export localizer --model DIR --out BASE [--version N] [--json]
-    resnet-tf demo [--out DIR] [--quick] [--json]
 
-Each subcommand family is one ``add_*`` function; the work happens in
-library functions (``train.train_classifier``, ``evaluate.*``) that tests
-and notebooks call directly.
+The command itself is assembled in ``apps.cli`` (``main``, ``build_parser``)
+from each package's ``add_*`` functions: these here, ``detection.cli``
+(detector), ``localization.cli`` (localizer), ``apps.export`` (export) and
+``apps.demo`` (demo). The shared helpers (``add_precision_and_strategy``,
+``add_data_options``, ``add_strict``, ``print_unreadable``,
+``numbered_path``) live here, at the bottom layer, so the packages above
+reuse them without importing each other. The work happens in library
+functions (``train.train_classifier``, ``evaluate.*``) that tests and
+notebooks call directly.
 """
 
-import argparse
 import json
 import sys
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args) or 0
-    except ValueError as e:
-        print(f"resnet-tf: error: {e}", file=sys.stderr)
-        return 2
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="resnet-tf",
-        description="ResNets of He et al. (2015) in Keras 3: models, training, "
-        "detection, localization, export.",
-    )
-    from resnet_tf import __version__, export
-
-    parser.add_argument("--version", action="version", version=__version__)
-    # Read when the command starts, before TensorFlow is imported
-    # (resnet_tf/__init__.py); listed here for --help and parsing.
-    parser.add_argument("--verbose", action="store_true",
-                        help="show TensorFlow's C++ log lines (oneDNN banners, grappler "
-                        "notes), hidden by default; TF_CPP_MIN_LOG_LEVEL, if you set "
-                        "it, is respected (0 shows them all)")
-    sub = parser.add_subparsers(title="commands")
-    add_models(sub)
-    tasks = {verb: _task_parser(sub, verb, f"{verb} a model")
-             for verb in ("train", "evaluate", "predict", "export")}
-    add_import(_task_parser(sub, "import", "import weights you already have"))
+def add_classifier_commands(tasks):
+    """Add ``classifier`` to ``tasks["import"]``, ``tasks["train"]``,
+    ``tasks["evaluate"]`` and ``tasks["predict"]`` (argparse sub-parser
+    actions, one per verb)."""
+    add_import(tasks["import"])
     add_train(tasks["train"])
     add_evaluate(tasks["evaluate"])
     add_predict(tasks["predict"])
-    add_detector_commands(tasks)
-    from localization.cli import add_localizer_commands  # here: localization imports resnet_tf
-
-    add_localizer_commands(tasks)
-    export.add_export_commands(tasks)
-    __import__("resnet_tf.demo").demo.add_demo_command(sub)
-    return parser
-
-
-def _task_parser(sub, verb, help_text):
-    p = sub.add_parser(verb, help=help_text)
-    return p.add_subparsers(title="what", dest="task", required=True)
 
 
 def add_precision_and_strategy(p):
@@ -101,7 +57,57 @@ def numbered_path(path, index, count):
     return path if count == 1 else path.replace(".png", f"-{index}.png")
 
 
-def _data_options(p):
+def run_options(args):
+    """The training-run options every ``train`` command shares, as keyword
+    arguments of the trainers (``resnet_tf.runner.TrainingRun``'s settings
+    plus the start point and the optimiser's)."""
+    return dict(init_from=args.init_from, epochs=args.epochs, iterations=args.iterations,
+                batch_size=args.batch_size, learning_rate=args.learning_rate,
+                policy=args.policy, strategy=args.strategy, seed=args.seed,
+                auto_shard=args.auto_shard, backup_every=args.backup_every,
+                synthetic_train=args.synthetic_train, synthetic_eval=args.synthetic_eval,
+                verbose=2 if args.json else 1)
+
+
+def print_trained(args, label, results, list_results=False):
+    """A trainer's outcome: ``{"model_dir": ..., **results}`` with ``--json``,
+    else one line naming the ``label`` directory written (and, with
+    ``list_results``, one line per result). Returns 0."""
+    if args.json:
+        print(json.dumps({"model_dir": args.out, **results}))
+        return 0
+    print(f"{label} directory: {args.out}")
+    for k, v in (results.items() if list_results else ()):
+        print(f"  {k}: {v}")
+    return 0
+
+
+def print_predictions(args, rows, print_row, draw=None):
+    """The shared tail of every ``predict`` command.
+
+    rows: one dict per image with ``path`` and either ``error`` or the model's
+    outputs. ``draw(row, out_png)`` (when given and ``--draw`` is set) writes
+    the image with its boxes and returns the path; ``print_row(row)`` prints
+    the outputs of a readable image. Prints JSON with ``--json``. Returns 1
+    when any image could not be read (each is named with its error), else 0.
+    """
+    for i, row in enumerate(rows):
+        if draw is not None and getattr(args, "draw", None) and "error" not in row:
+            row["drawn"] = draw(row, numbered_path(args.draw, i, len(rows)))
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print(row["path"] + (f"  (drawn: {row['drawn']})" if "drawn" in row else ""))
+            if "error" in row:
+                print(f"  error: {row['error']}")
+                continue
+            print_row(row)
+    return 1 if any("error" in r for r in rows) else 0
+
+
+def add_data_options(p):
+    """``--data-dir``, ``--manual-dir`` and ``--download`` (TFDS)."""
     p.add_argument("--data-dir", help="TFDS data_dir (where prepared datasets live)")
     p.add_argument("--manual-dir", help="TFDS manual_dir (e.g. the ImageNet tar files)")
     p.add_argument("--download", action="store_true",
@@ -200,7 +206,7 @@ def add_train(tasks):
     p.add_argument("--synthetic-size", type=int, default=32)
     p.add_argument("--synthetic-train", type=int, default=2000)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    _data_options(p)
+    add_data_options(p)
     p.set_defaults(func=run_train_classifier)
 
 
@@ -230,13 +236,7 @@ def run_train_classifier(args):
         step_epochs=(tuple(int(e) for e in args.step_epochs.split(","))
                      if args.step_epochs else None),
         model_kwargs=model_kwargs, verbose=2 if args.json else 1)
-    if args.json:
-        print(json.dumps({"model_dir": args.out, **result.results}))
-    else:
-        print(f"Model directory: {args.out}")
-        for k, v in result.results.items():
-            print(f"  {k}: {v}")
-    return 0
+    return print_trained(args, "Model", result.results, list_results=True)
 
 
 # --- resnet-tf evaluate classifier ------------------------------------------
@@ -254,7 +254,7 @@ def add_evaluate(tasks):
     p.add_argument("--max-images", type=int)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_strict(p, "they count as wrong at top-1 and top-5")
-    _data_options(p)
+    add_data_options(p)
     p.set_defaults(func=run_evaluate_classifier)
 
 
@@ -316,17 +316,12 @@ def run_predict_classifier(args):
 
     rows = predict_files(args.model, args.images, top=args.top,
                          class_index=args.class_index)
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for row in rows:
-            print(row["path"])
-            if "error" in row:
-                print(f"  error: {row['error']}")
-                continue
-            for p in row["predictions"]:
-                print(f"  {p['probability']:7.2%}  {p['name']} ({p['class']})")
-    return 1 if any("error" in r for r in rows) else 0
+
+    def print_row(row):
+        for p in row["predictions"]:
+            print(f"  {p['probability']:7.2%}  {p['name']} ({p['class']})")
+
+    return print_predictions(args, rows, print_row)
 
 
 # --- resnet-tf models --------------------------------------------------------
@@ -422,148 +417,6 @@ def run_models(args):
     return 0
 
 
-# --- resnet-tf {train,evaluate,predict} detector -----------------------------
-
-
-DETECTION_DATA = ("voc:PATH[:SPLIT], coco:PATH[:SPLIT], tfds:NAME[:SPLIT] (voc/2007, "
-                  "voc/2012, coco/2017) or synthetic")
-
-
-def add_detector_commands(tasks):
-    p = tasks["train"].add_parser(
-        "detector", help="fine-tune Faster R-CNN (ResNet C4) with model.fit",
-        description="Train Faster R-CNN in the paper's C4 layout and write a "
-        "detector directory. --init-from a classifier directory carries conv1..conv4 "
-        "into the trunk and conv5 into the RoI head, with frozen BN; without it the "
-        "detector trains from scratch with trainable BN.")
-    p.add_argument("--data", required=True, help=DETECTION_DATA)
-    _data_options(p)
-    p.add_argument("--out", required=True)
-    p.add_argument("--init-from", help="a resnet-tf classifier directory")
-    p.add_argument("--depth", type=int, default=50,
-                   help="backbone depth without --init-from (default 50)")
-    p.add_argument("--width", type=int,
-                   help="backbone first-stage width without --init-from (default 64)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--learning-rate", type=float, default=0.001)
-    p.add_argument("--shorter-side", type=int, default=600)
-    p.add_argument("--max-side", type=int, default=1000)
-    p.add_argument("--anchor-scales", default="128,256,512",
-                   help="anchor sizes in pixels (sqrt of area), e.g. 32,64,128 for "
-                   "small objects")
-    p.add_argument("--rpn-batch", type=int, default=256, help="anchors sampled per image")
-    p.add_argument("--roi-batch", type=int, default=512, help="RoIs sampled per image")
-    p.add_argument("--pooled-size", type=int, default=14, help="RoI pooling output side")
-    p.add_argument("--pooler", choices=["align", "pool"], default="align")
-    add_precision_and_strategy(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--deterministic", action="store_true",
-                   help="fixed seeds and deterministic TF ops (slower)")
-    p.add_argument("--synthetic-train", type=int, default=64)
-    p.add_argument("--synthetic-eval", type=int, default=16)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run_train_detector)
-
-    p = tasks["evaluate"].add_parser("detector", help="VOC mAP@0.5 and COCO AP")
-    p.add_argument("--model", required=True, help="a detector directory")
-    p.add_argument("--data", required=True, help=DETECTION_DATA)
-    _data_options(p)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--synthetic-eval", type=int, default=16)
-    p.add_argument("--json", action="store_true")
-    add_strict(p, "their objects count as missed")
-    p.set_defaults(func=run_evaluate_detector)
-
-    p = tasks["predict"].add_parser("detector", help="boxes, class names and scores")
-    p.add_argument("--model", required=True, help="a detector directory")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--min-score", type=float, default=0.3,
-                   help="print and draw detections at least this confident")
-    p.add_argument("--draw", help="write the (first) image with its boxes to this PNG; "
-                   "with several images, NAME-0.png, NAME-1.png, ...")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run_predict_detector)
-
-
-def run_train_detector(args):
-    from detection.train import train_detector
-
-    r = train_detector(args.data, args.out, init_from=args.init_from, depth=args.depth,
-                       epochs=args.epochs, iterations=args.iterations,
-                       batch_size=args.batch_size, learning_rate=args.learning_rate,
-                       shorter_side=args.shorter_side, max_side=args.max_side,
-                       policy=args.policy, strategy=args.strategy, seed=args.seed,
-                       auto_shard=args.auto_shard, backup_every=args.backup_every,
-                       deterministic=args.deterministic,
-                       synthetic_train=args.synthetic_train,
-                       synthetic_eval=args.synthetic_eval, data_dir=args.data_dir,
-                       manual_dir=args.manual_dir, download=args.download,
-                       model_kwargs=dict(
-                           anchor_scales=tuple(float(v) for v in
-                                               args.anchor_scales.split(",")),
-                           rpn_batch=args.rpn_batch, roi_batch=args.roi_batch,
-                           pooled_size=args.pooled_size, pooler=args.pooler,
-                           **({"width": args.width} if args.width else {})),
-                       verbose=2 if args.json else 1)
-    if args.json:
-        print(json.dumps({"model_dir": args.out, **r["results"]}))
-    else:
-        print(f"Detector directory: {args.out}")
-    return 0
-
-
-def run_evaluate_detector(args):
-    from detection.evaluate import evaluate_detector
-
-    r = evaluate_detector(args.model, args.data, batch_size=args.batch_size,
-                          synthetic_eval=args.synthetic_eval, data_dir=args.data_dir,
-                          manual_dir=args.manual_dir, download=args.download,
-                          strict=args.strict)
-    if args.json:
-        print(json.dumps(r))
-        return 0
-    print(f"{r['data']} [{r['split']}], {r['images']} images")
-    for name, ap in r["per_class_ap50"].items():
-        print(f"  {name:<20} AP@0.5 {ap:.4f}")
-    print(f"VOC mAP@0.5: {r['voc_map50']:.4f} (all points), {r['voc07_map50']:.4f} "
-          f"(VOC2007 11-point)")
-    c = r["coco"]
-    print(f"COCO AP@[.5:.95] {c['AP']:.4f}  AP50 {c['AP50']:.4f}  AP75 {c['AP75']:.4f}  "
-          f"APs {c['APs']:.4f}  APm {c['APm']:.4f}  APl {c['APl']:.4f}")
-    print_unreadable(r, f"their {r['unreadable_objects']} objects counted as missed; "
-                     f"VOC mAP@0.5 over the readable images alone: "
-                     f"{r.get('voc_map50_readable', float('nan')):.4f}")
-    return 0
-
-
-def run_predict_detector(args):
-    from detection.evaluate import draw_detections, predict_detector
-
-    rows = predict_detector(args.model, args.images)
-    for i, row in enumerate(rows):
-        if args.draw and "error" not in row:
-            row["drawn"] = draw_detections(row["path"], row,
-                                           numbered_path(args.draw, i, len(rows)),
-                                           args.min_score)
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for row in rows:
-            print(row["path"] + (f"  (drawn: {row['drawn']})" if "drawn" in row else ""))
-            if "error" in row:
-                print(f"  error: {row['error']}")
-                continue
-            for box, name, score in zip(row["boxes"], row["names"], row["scores"]):
-                if score >= args.min_score:
-                    print(f"  {score:6.2%}  {name:<15} {box}")
-    return 1 if any("error" in r for r in rows) else 0
-
-
 def _human(n):
     return f"{n / 1e9:.2f}G" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,6 @@ Views (Sec. 3.4):
   since every image keeps its own aspect ratio).
 """
 
-import json
 import os
 
 import numpy as np
@@ -17,7 +16,9 @@ import tensorflow as tf
 
 from resnet_tf import model_dir
 from resnet_tf.data.decode import SkipCounter, graph_fn
+from resnet_tf.data.labels import read_class_index
 from resnet_tf.data.pipeline import decoded_examples, make_dataset
+from resnet_tf.data.report import format_reasons
 from resnet_tf.data.sources import open_source
 
 CROPS = ("center", "10", "multiscale")
@@ -85,14 +86,25 @@ def _first_images(split, n):
         num_examples=min(n, split.num_examples) if split.num_examples else n)
 
 
-def unreadable_error(what, data, counter, total, consequence):
-    """The ``--strict`` refusal: a ValueError naming the unreadable files."""
-    paths = counter.paths
+def unreadable_error(what, data, counter, total, consequence, missed=()):
+    """The ``--strict`` refusal: a ValueError naming the unreadable files:
+    those the decoder skipped (``counter``) and those the annotation loader
+    skipped (``missed``: ``detection.data.annotations.MissedImage`` list)."""
+    paths = [m.annotation.path for m in missed] + counter.paths
     return ValueError(
-        f"{counter.count} of the {total} images of {data} could not be read "
-        f"({', '.join(paths[:5])}{', ...' if len(paths) > 5 else ''}; by reason: "
-        f"{counter.reason_summary()}); --strict {what} evaluation needs all of them. "
-        f"Without --strict {consequence}.")
+        f"{counter.count + len(missed)} of the {total} images of {data} could not be "
+        f"read ({', '.join(paths[:5])}{', ...' if len(paths) > 5 else ''}; by reason: "
+        f"{format_reasons(merged_reasons(counter, missed))}); --strict {what} "
+        f"evaluation needs all of them. Without --strict {consequence}.")
+
+
+def merged_reasons(counter, missed=()):
+    """``{reason: images}`` of a decoder's ``counter`` and a loader's
+    ``missed`` images together."""
+    out = dict(counter.by_reason)
+    for m in missed:
+        out[m.reason] = out.get(m.reason, 0) + 1
+    return out
 
 
 def evaluate_classifier(model_or_dir, data, crops="center", *, batch_size=64,
@@ -128,7 +140,7 @@ def evaluate_classifier(model_or_dir, data, crops="center", *, batch_size=64,
     split = source.split("eval")
     if max_images:
         split = _first_images(split, max_images)
-    from resnet_tf.train import label_map_for
+    from resnet_tf.data.labels import label_map_for
 
     label_map = label_map_for(source.class_names, clf.class_names, data)
     counter = SkipCounter(max_paths=None)
@@ -186,41 +198,6 @@ def _per_image(run, split, prep, mean, crops, counter, label_map, flip):
         probs.append(p)
         labels.append(int(label_map[int(y)]))
     return (np.stack(probs) if probs else np.zeros([0, 0], np.float32)), np.array(labels)
-
-
-def read_class_index(path):
-    """Class names from a Keras ``imagenet_class_index.json`` or a
-    ``LOC_synset_mapping.txt`` file.
-
-    Returns ``(names, synsets)``: human-readable names and WordNet IDs, in
-    class-index order.
-    """
-    if not os.path.exists(path):
-        raise ValueError(f"{path}: class index file not found.")
-    if path.endswith(".json"):
-        with open(path) as f:
-            try:
-                index = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e}).") from e
-        try:
-            rows = [index[str(i)] for i in range(len(index))]
-        except KeyError as e:
-            raise ValueError(f"{path}: expected keys '0'..'{len(index) - 1}' mapping "
-                             "to [wnid, name] (Keras format).") from e
-        return [r[1] for r in rows], [r[0] for r in rows]
-    names, synsets = [], []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            wnid, _, name = line.partition(" ")
-            if not name:
-                raise ValueError(f"{path}:{i}: expected 'WNID name, ...', got {line!r}.")
-            synsets.append(wnid)
-            names.append(name.split(",")[0].strip())
-    return names, synsets
 
 
 def predict_files(model_or_dir, paths, top=5, class_index=None):

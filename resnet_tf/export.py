@@ -31,23 +31,25 @@ at least as new as the exporting TensorFlow (2.21) serves it. The graph
 holds no variables (weights are constants), so nothing is restored at load.
 
 Adding a model kind: write ``export_<kind>(model_dir, base, version=None)``
-that loads the directory, builds a ``ServingModel`` and returns
-``export_serving_model(serving, base, version)``; then add one entry to
-``EXPORTERS`` below (see ``detection.export.export_detector`` for a
-complete example).
+in the kind's package that loads the directory, builds a ``ServingModel``
+and returns ``export_serving_model(serving, base, version)`` (see
+``detection.export.export_detector`` for a complete example); then add one
+entry to the registry, ``apps.export.EXPORTERS``, which also makes the
+``resnet-tf export <kind>`` command. This module imports nothing from the
+packages above it (imports flow ``localization -> detection -> resnet_tf``).
 """
 
 import dataclasses
 import json
 import os
 import re
-import shutil
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from resnet_tf import model_dir
+from resnet_tf.atomic import atomic_directory
 from resnet_tf.data import decode
 from resnet_tf.fold import fold_batch_norms, freeze, serving_dtype
 
@@ -58,15 +60,6 @@ BYTES_INPUT = "image_bytes"
 TENSOR_INPUT = "images"
 TOP_K = 5
 EXPORT_INFO = "resnet_tf_export.json"  # written to <version>/assets.extra/
-
-# model kind -> "module:function" exporting a model directory of that kind;
-# resolved lazily so that resnet_tf never imports detection/localization at
-# import time (imports flow localization -> detection -> resnet_tf).
-EXPORTERS = {
-    "classifier": "resnet_tf.export:export_classifier",
-    "detector": "detection.export:export_detector",
-    "localizer": "localization.export:export_localizer",
-}
 
 
 @dataclasses.dataclass
@@ -206,10 +199,9 @@ def export_serving_model(serving, base, version=None):
     # signature_name.
     signatures = {BYTES_SIGNATURE: from_bytes, TENSOR_SIGNATURE: from_tensor}
 
-    os.makedirs(base, exist_ok=True)
-    tmp = os.path.join(base, f".tmp-{version}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    # The version folder appears complete or not at all (TF Serving may be
+    # watching ``base``); the temporary beside it is hidden from Serving.
+    with atomic_directory(path) as tmp:
         tf.saved_model.save(module, tmp, signatures=signatures)
         info = {"kind": serving.kind, "version": version,
                 "tensorflow": tf.__version__, "keras": keras.__version__,
@@ -220,9 +212,6 @@ def export_serving_model(serving, base, version=None):
         os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
         with open(os.path.join(tmp, "assets.extra", EXPORT_INFO), "w") as f:
             f.write(json.dumps(info, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
@@ -274,59 +263,3 @@ def export_classifier(directory, base, version=None):
     """Export a classifier directory to ``base/<version>/``; return the path."""
     return export_serving_model(classifier_serving_model(model_dir.load_classifier(directory)),
                                 base, version)
-
-
-def export_model(kind, directory, base, version=None):
-    """Export a model directory of ``kind`` (see ``EXPORTERS``)."""
-    import importlib
-
-    if kind not in EXPORTERS:
-        raise ValueError(f"Cannot export a {kind!r}; exportable kinds: "
-                         f"{', '.join(EXPORTERS)}.")
-    meta = model_dir.read_meta(directory)
-    if meta.get("kind") != kind:
-        raise ValueError(f"{directory} holds a {meta.get('kind')}, not a {kind}; use "
-                         f"`resnet-tf export {meta.get('kind')}`.")
-    module, function = EXPORTERS[kind].split(":")
-    return getattr(importlib.import_module(module), function)(directory, base, version)
-
-
-# --- resnet-tf export classifier|detector ----------------------------------------
-
-
-def add_export_commands(tasks):
-    """Add ``export <kind>`` for every kind in ``EXPORTERS`` to ``tasks["export"]``."""
-    for kind in EXPORTERS:
-        p = tasks["export"].add_parser(
-            kind, help=f"write a {kind} SavedModel for TensorFlow Serving",
-            description=f"Export a {kind} directory as a SavedModel in TF Serving's "
-            "layout BASE/<version>/, with signatures serving_default (image_bytes: "
-            "encoded images) and serve_image_tensor (images: uint8 [N, H, W, 3]); "
-            "preprocessing runs inside the graph.")
-        p.add_argument("--model", required=True, help=f"a {kind} model directory")
-        p.add_argument("--out", required=True, metavar="BASE",
-                       help="the model base folder TF Serving watches "
-                       "(docker ... -v BASE:/models/NAME)")
-        p.add_argument("--version", type=int,
-                       help="the version folder to write (default: the next free "
-                       "integer, 1 for a new BASE)")
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(func=run_export, kind=kind)
-
-
-def run_export(args):
-    path = export_model(args.kind, args.model, args.out, args.version)
-    if args.json:
-        print(json.dumps({"kind": args.kind, "export": path,
-                          "version": int(os.path.basename(path))}))
-    else:
-        print(f"SavedModel for TF Serving: {path}  (signatures {BYTES_SIGNATURE}, "
-              f"{TENSOR_SIGNATURE})")
-        # Every limit the signatures put on a request (see each kind's module;
-        # also in assets.extra/resnet_tf_export.json, "caps").
-        with open(os.path.join(path, "assets.extra", EXPORT_INFO)) as f:
-            caps = json.load(f).get("caps", {})
-        print("Caps: " + (", ".join(f"{k} {v}" for k, v in caps.items()) or "none")
-              + ".")
-    return 0
-

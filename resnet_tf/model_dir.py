@@ -9,11 +9,17 @@ fine-tune detection/localization from, and export a model.
     DIR/backup/            BackupAndRestore state while a run is unfinished
     DIR/logs/              TensorBoard;  DIR/history.csv: one row per epoch
 
-Every model file is read through ``load_keras_file`` or
-``load_weights_file``: ``.keras`` files with Keras' ``safe_mode=True`` (a
-file holding Python code, such as a ``Lambda`` layer's bytecode, is refused),
-and a missing, truncated or corrupt file is a ValueError that names it and
-says what to do, not a traceback from zipfile or h5py.
+Every file is written atomically (``resnet_tf.atomic``): a run killed while
+it saves leaves the previous complete file. Every model file is read
+through ``load_keras_file`` or ``load_weights_file``: ``.keras`` files with
+Keras' ``safe_mode=True`` (a file holding Python code, such as a ``Lambda``
+layer's bytecode, is refused), and a missing, truncated or corrupt file is a
+ValueError that names it and says what to do, not a traceback from zipfile
+or h5py.
+
+The detector's and the localizer's directories are written and read by
+``detection.model_dir`` and ``localization.model_dir``, on top of this
+module.
 
 Precision: ``resnet_tf.json`` records the Keras dtype policy the model was
 built under ("policy": float32, mixed_bfloat16 or mixed_float16; older
@@ -34,6 +40,8 @@ import zipfile
 from typing import Optional
 
 import numpy as np
+
+from resnet_tf.atomic import atomic_write, write_json
 
 FORMAT = "resnet-tf"
 FORMAT_VERSION = 1
@@ -67,8 +75,7 @@ def save_classifier(directory, model, class_names, mean_image, preprocessing,
                          f"{model.output.shape[-1]} outputs.")
     atomic_write(os.path.join(directory, MODEL), lambda p: model.save(p))
     if mean_image is not None:
-        atomic_write(os.path.join(directory, MEAN),
-                lambda p: _write_npy(p, np.asarray(mean_image, np.float32)))
+        write_mean_image(directory, mean_image)
     return write_meta(
         directory, "classifier",
         architecture=_jsonable(model.get_config()),
@@ -88,7 +95,7 @@ def write_meta(directory, kind, **fields):
     (``resnet_tf.precision.model_policy``), which the loaders honour."""
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind}
     meta.update(_jsonable(fields))
-    atomic_write(os.path.join(directory, META), lambda p: _write_json(p, meta))
+    write_json(os.path.join(directory, META), meta, indent=1)
     return directory
 
 
@@ -195,6 +202,13 @@ def load_keras_file(path, what="model", compile=False, hint="restore it from a b
                          f"The file may be damaged: {hint}.") from e
 
 
+def save_weights_file(model, path):
+    """``model.save_weights(path)`` (a ``.weights.h5`` file), atomically;
+    returns ``path``. The detector and localizer directories hold their
+    weights this way (``detection.model_dir``, ``localization.model_dir``)."""
+    return atomic_write(path, lambda p: model.save_weights(p))
+
+
 def load_weights_file(model, path, what="model", hint="retrain, or restore it from a backup"):
     """``model.load_weights(path)`` for a ``.weights.h5`` file, with errors
     that name the file (missing, empty, truncated, not HDF5, or weights that
@@ -219,35 +233,18 @@ def update_results(directory, **results):
     """Merge ``results`` into the directory's metadata."""
     meta = read_meta(directory)
     meta.setdefault("results", {}).update(results)
-    path = os.path.join(directory, META)
-    atomic_write(path, lambda p: _write_json(p, meta))
+    write_json(os.path.join(directory, META), meta, indent=1)
 
 
-def atomic_write(path, write):
-    """Write through a temporary name, then rename: never a half-written file.
+def write_mean_image(directory, mean_image, name=MEAN):
+    """Write ``directory/name``: float32 [H, W, 3], the per-pixel mean image
+    (an ``.npy`` file), atomically."""
+    array = np.asarray(mean_image, np.float32)
 
-    The temporary file keeps ``path``'s name as a suffix (Keras checks
-    suffixes such as ``.weights.h5``) and lives in the same folder, so the
-    rename is atomic.
-    """
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".tmp{os.getpid()}-{name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _write_json(path, obj):
-    with open(path, "w") as f:
-        f.write(json.dumps(obj, indent=1) + "\n")
-
-
-def _write_npy(path, array):
-    with open(path, "wb") as f:
-        np.save(f, array)
+    def write(path):
+        with open(path, "wb") as f:
+            np.save(f, array)
+    return atomic_write(os.path.join(directory, name), write)
 
 
 def _jsonable(x):

@@ -1,11 +1,12 @@
-"""Small PIL charts for the demo and the notebooks (matplotlib is not a
-dependency).
+"""Small PIL charts and box drawings for the demo, the notebooks and the
+``--draw`` options of the CLI (matplotlib and OpenCV are not dependencies).
 
     img = line_chart({"train": [2.1, 1.4, 0.9], "val": [2.0, 1.6, 1.2]},
                      title="loss", xlabel="epoch")
     img.save("loss.png")                     # a PIL.Image.Image
     side_by_side([img, other]).save("curves.png")
     training_curves(history, "ResNet-18", "curves.png")   # loss | error panels
+    draw_boxes(image, boxes, ["cat 0.91"]).save("boxes.png")  # yxyx pixel boxes
 
 Notebooks show the returned images with ``IPython.display.display(img)``.
 """
@@ -17,6 +18,8 @@ from PIL import Image, ImageDraw, ImageFont
 COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
           (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
 WHITE, BLACK, GRID = (255, 255, 255), (0, 0, 0), (225, 225, 225)
+# Box outlines: red first (predictions), then one colour per class or rank.
+BOX_COLORS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
 
 
 def _font():
@@ -205,3 +208,38 @@ def training_curves(history, title, path=None, loss_keys=None, error_keys=None,
     if path:
         img.save(path)
     return img
+
+
+def draw_boxes(image, boxes, labels=(), colors=(), scale=1, width=2, label_inside=False):
+    """``image`` enlarged ``scale`` times with ``boxes`` outlined and labelled.
+
+    The one box drawer of the package: the demo's pictures, the notebooks,
+    ``detection.evaluate.draw_detections`` and
+    ``localization.evaluate.draw_localizations`` all draw with it.
+
+    Args:
+        image: uint8 [H, W, 3] (array, tensor with ``__array__``, or PIL).
+        boxes: [N, 4] (ymin, xmin, ymax, xmax) in pixels of ``image``
+            (continuous: pixel k spans [k, k + 1)).
+        labels: up to N strings; empty or missing ones draw no text.
+        colors: up to N RGB triples; missing ones are ``BOX_COLORS[0]`` (red).
+        scale: integer enlargement (nearest neighbour), for tiny images.
+        width: outline width in pixels of the output.
+        label_inside: text just inside the box's top-left corner; else just
+            above the box (inside the image where the box touches the top).
+    Returns:
+        ``PIL.Image.Image`` (RGB), ``scale * H`` by ``scale * W``.
+    """
+    import numpy as np
+
+    im = Image.fromarray(np.asarray(image, np.uint8))
+    im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    d = ImageDraw.Draw(im)
+    for i, b in enumerate(boxes):
+        y0, x0, y1, x1 = (float(v) * scale for v in b)
+        color = tuple(colors[i]) if i < len(colors) else BOX_COLORS[0]
+        d.rectangle([x0, y0, x1, y1], outline=color, width=width)
+        if i < len(labels) and labels[i]:
+            d.text((x0 + 2, y0 + 1 if label_inside else max(0, y0 - 11)), str(labels[i]),
+                   fill=color)
+    return im

@@ -8,6 +8,12 @@ CIFAR family (Sec. 4.2): a 3x3 stem with 16 filters, three stages of 2n
 3x3 layers each on 32x32, 16x16 and 8x8 maps with 16, 32, 64 filters; depth
 is 6n + 2.
 
+Strides are data: the stem's (``STEM_STRIDES``) times the stages' (the
+fourth field of each ``StageLayout.stages`` row). ``StageLayout.stride(level)``
+and ``stride_of(level, family)`` give a stage output's stride in pixels
+(ImageNet C2..C5: 4, 8, 16, 32; CIFAR C2..C4: 1, 2, 4); the C4 detector and
+the localizer take their anchor and RoI strides from there.
+
 Every residual net has a plain twin (the same layers without shortcuts),
 named ``plainDEPTH``.
 
@@ -37,6 +43,9 @@ IMAGENET_STRIDES = (1, 2, 2, 2)
 CIFAR_N = (3, 5, 7, 9, 18, 200)
 CIFAR_WIDTHS = (16, 32, 64)
 CIFAR_STRIDES = (1, 2, 2)
+# The stems' strides: ImageNet's 7x7/2 conv and 3x3/2 max pool (Table 1);
+# CIFAR's 3x3 conv at stride 1 (Sec. 4.2).
+STEM_STRIDES = {"imagenet": 4, "cifar": 1}
 
 SHORTCUT_OPTIONS = ("A", "B", "C")
 FAMILIES = ("imagenet", "cifar")
@@ -60,11 +69,28 @@ class StageLayout:
     default_classes: int
 
     @property
-    def total_stride(self):
-        stride = 4 if self.family == "imagenet" else 1
-        for _, _, _, s in self.stages:
+    def levels(self):
+        """The stage outputs' names, ``("C2", ..)``: stage ``conv{i}`` -> ``C{i}``."""
+        return tuple(f"C{i + 2}" for i in range(len(self.stages)))
+
+    def stride(self, level):
+        """The stride in pixels (int) of stage output ``level`` ("C2".. the
+        last stage's), from the stem's and the stages' strides.
+
+        Raises ValueError naming the levels this layout has.
+        """
+        if level not in self.levels:
+            raise ValueError(f"Unknown feature level {level!r}; this {self.family} "
+                             f"ResNet-{self.depth} has {list(self.levels)}.")
+        stride = STEM_STRIDES[self.family]
+        for _, _, _, s in self.stages[:self.levels.index(level) + 1]:
             stride *= s
         return stride
+
+    @property
+    def total_stride(self):
+        """The stride of the last stage output (ImageNet 32, CIFAR 4)."""
+        return self.stride(self.levels[-1])
 
     @property
     def width(self):
@@ -127,6 +153,16 @@ def stage_layout(depth, family=None, width=None):
     )
     # Sec. 4.2: option A on CIFAR, so residual nets add no parameters.
     return StageLayout(family, depth, "basic", stages, widths[0], "A", 32, 10)
+
+
+def stride_of(level, family="imagenet"):
+    """The stride in pixels of stage output ``level`` in every ``family``
+    net (strides do not depend on depth or width): ImageNet C2..C5 4, 8,
+    16, 32; CIFAR C2..C4 1, 2, 4. Raises ValueError for an unknown level."""
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown family {family!r}; use one of {', '.join(FAMILIES)}.")
+    any_depth = min(IMAGENET_STAGES) if family == "imagenet" else 6 * CIFAR_N[0] + 2
+    return stage_layout(any_depth, family).stride(level)
 
 
 def display_name(depth, width=None, residual=True, family=None):

@@ -9,10 +9,18 @@
   numbers do not vary with thread scheduling from run to run.
 - ``keras_session``: every test starts from the float32 policy and a clean
   Keras session, with a fixed seed.
+
+The tests mirror the packages (``test_resnet_tf/``, ``test_detection/``,
+``test_localization/``, ``test_apps/``, plus ``test_faults/`` for the user
+cases that cross them). Each folder is put on ``sys.path`` here, so a test
+may reuse another folder's fixtures builder by module name (test file names
+are unique across folders); shared helpers live beside this file
+(``box_fixtures``, ``export_helpers``, ``weight_sources``).
 """
 
 import os
 import pathlib
+import sys
 
 import pytest
 
@@ -22,6 +30,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+TEST_FOLDERS = sorted(p for p in REPO.joinpath("tests").glob("test_*") if p.is_dir())
+sys.path.extend(str(p) for p in TEST_FOLDERS if str(p) not in sys.path)
 
 
 def data_root():

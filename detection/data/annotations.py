@@ -39,7 +39,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from resnet_tf.data import report as reasons
+from detection.data import reasons
 from resnet_tf.data.report import BadItem, SkipReport, format_reasons
 
 log = logging.getLogger("resnet_tf.data")
@@ -73,6 +73,60 @@ class ImageAnnotation:
     difficult: np.ndarray
 
 
+# Skip reasons that mean "the image file could not be read" (missing, refused,
+# or its bytes undecodable), as opposed to a fault of the annotation itself:
+# the skipped image's ground truth is kept (``LoadReport.missed``) and
+# evaluation counts its objects as missed.
+IMAGE_FAULTS = frozenset({
+    reasons.MISSING_IMAGE, reasons.OUTSIDE_ROOT, reasons.EMPTY, reasons.NOT_AN_IMAGE,
+    reasons.TRUNCATED_JPEG, reasons.TRUNCATED_PNG, reasons.TRUNCATED_GIF,
+    reasons.TRUNCATED_BMP, reasons.UNSUPPORTED_BMP, reasons.TOO_LARGE,
+    reasons.UNREADABLE_IMAGE, reasons.CORRUPT})
+
+
+@dataclasses.dataclass
+class MissedImage:
+    """An image a loader skipped because its file could not be read, with
+    the ground truth its annotation gives, so that evaluation can count its
+    objects as missed (the score can't rise by losing files).
+
+    Attributes:
+        annotation: ``ImageAnnotation``: ``path`` the image file (or the
+            annotation naming it, where no file was found); ``height``,
+            ``width`` the stated size (0 where unknown); ``boxes`` float32
+            [N, 4] (ymin, xmin, ymax, xmax) pixels as written (the frame
+            can't be checked without the image; degenerate and non-finite
+            boxes left out); ``classes`` int32 [N]; ``difficult`` bool [N].
+        reason: the skip reason key (one of ``IMAGE_FAULTS``).
+        message: why, as warned.
+        name: the image's name in its annotation (e.g. an ILSVRC ImageId).
+        position: how many of the split's kept annotations came before it
+            in the loader's order (-1: not recorded), for evaluations cut
+            to their first N images.
+    """
+
+    annotation: ImageAnnotation
+    reason: str
+    message: str
+    name: str = ""
+    position: int = -1
+
+
+def missed_annotation(path, boxes, classes, difficult=None, height=0, width=0):
+    """The ``ImageAnnotation`` of a ``MissedImage``: ``boxes`` float [N, 4]
+    internal pixels as written; those with a non-finite coordinate or no
+    area are left out (they would be dropped for a readable image too)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    classes = np.asarray(classes).reshape(-1)
+    difficult = (np.zeros(len(boxes), bool) if difficult is None
+                 else np.asarray(difficult, bool).reshape(-1))
+    keep = (np.all(np.isfinite(boxes), axis=1) & (boxes[:, 2] > boxes[:, 0])
+            & (boxes[:, 3] > boxes[:, 1]))
+    return ImageAnnotation(path=str(path), height=int(height or 0), width=int(width or 0),
+                           boxes=boxes[keep], classes=classes[keep],
+                           difficult=difficult[keep])
+
+
 @dataclasses.dataclass
 class LoadReport:
     """What a loader did: nothing is dropped silently.
@@ -92,6 +146,9 @@ class LoadReport:
     warnings: int = 0
     skipped_images: int = 0  # annotation files or image entries not used
     dropped: list = dataclasses.field(default_factory=list)  # (file, index, reason)
+    # skipped images whose file could not be read, with their ground truth
+    # (``MissedImage``): evaluation counts their objects as missed
+    missed: list = dataclasses.field(default_factory=list, repr=False, compare=False)
     skips: SkipReport = dataclasses.field(default_factory=SkipReport, repr=False,
                                           compare=False)
 
@@ -106,11 +163,31 @@ class LoadReport:
         self.dropped.append((where, index, message))
         self.skips.add(where, f"box {index} dropped: {message}", reason, key=(where, index))
 
-    def skip_image(self, error):
-        """Skip the image that ``error`` (a ``BadItem``) is about."""
+    def skip_image(self, error, missed=None):
+        """Skip the image that ``error`` (a ``BadItem``) is about.
+
+        ``missed``: the image's ground truth (``ImageAnnotation``, see
+        ``MissedImage``), kept in ``missed`` when ``error.reason`` says the
+        image file could not be read (``IMAGE_FAULTS``); default: the
+        ``annotation`` attribute a reader attached to ``error``.
+        """
         self.skipped_images += 1
         self.skips.add(error.where, f"skipped: {error.detail}", error.reason,
                        key=(error.where, error.detail))
+        self.keep_missed(error, missed)
+
+    def keep_missed(self, error, missed=None, name="", position=-1):
+        """Keep ``missed`` (or ``error.annotation``) as a ``MissedImage`` if
+        ``error.reason`` is one of ``IMAGE_FAULTS``."""
+        missed = missed if missed is not None else getattr(error, "annotation", None)
+        if missed is not None and error.reason in IMAGE_FAULTS:
+            self.missed.append(MissedImage(missed, error.reason, error.detail, name,
+                                           position))
+
+    @property
+    def missed_objects(self):
+        """Ground-truth boxes of the ``missed`` images."""
+        return int(sum(len(m.annotation.boxes) for m in self.missed))
 
     def warn(self, where, message):
         """A problem that changed what was loaded without dropping a box."""
@@ -123,6 +200,8 @@ class LoadReport:
                 f"dropped (zero-area, inverted or outside), {self.images_without_boxes} "
                 "images without boxes"
                 + (f", {self.skipped_images} images skipped" if self.skipped_images else "")
+                + (f" ({len(self.missed)} unreadable, their {self.missed_objects} objects "
+                   "counted as missed when evaluated)" if self.missed else "")
                 + (f", {self.reoriented_images} images' boxes turned by their EXIF "
                    "orientation" if self.reoriented_images else "")
                 + (f", {self.warnings} other warnings" if self.warnings else "")
@@ -134,6 +213,7 @@ class LoadReport:
                 "images_without_boxes": self.images_without_boxes,
                 "skipped_images": self.skipped_images, "warnings": self.warnings,
                 "reoriented_images": self.reoriented_images,
+                "missed_images": len(self.missed), "missed_objects": self.missed_objects,
                 "skipped_by_reason": self.by_reason}
 
 

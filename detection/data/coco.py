@@ -41,7 +41,10 @@ clipped (``LoadReport``).
 An image entry that can't be used is skipped with a warning and counted by
 reason (its annotations with it): a ``file_name`` that leaves the dataset
 folder or does not exist, an annotation with a ``category_id`` that is not
-among the categories, a size that disagrees with the image. A file that
+among the categories, a size that disagrees with the image. Where the
+fault is the image file's (missing, outside the dataset folder, a header
+that can't be read), its objects are kept in ``LoadReport.missed``, so that
+evaluation counts them as missed (``detection.evaluate``). A file that
 lists no image, or no usable one, is a ValueError with the counts by reason.
 A file that is not UTF-8 JSON, lacks a required key,
 has a ``bbox`` that is not four numbers, repeats an image id, has
@@ -57,9 +60,10 @@ import os
 import numpy as np
 
 from detection.data.annotations import (DISPLAYED, ImageAnnotation, LoadReport, clean_boxes,
-                                         fit_to_image, image_header_info, resolve_image)
+                                         fit_to_image, image_header_info, missed_annotation,
+                                         resolve_image)
 from detection.ops.boxes import to_internal
-from resnet_tf.data import report as reasons
+from detection.data import reasons
 from resnet_tf.data.report import BadItem
 
 
@@ -120,6 +124,17 @@ def _require(obj, key, where):
     if not isinstance(obj, dict) or key not in obj:
         raise ValueError(f"{where}: missing key {key!r} in {str(obj)[:120]}.")
     return obj[key]
+
+
+def _missed(path, xywh, classes, crowd, height, width):
+    """The ground truth of an image entry whose file can't be read
+    (``annotations.MissedImage``); None where a category is unknown."""
+    if any(c is None for c in classes):
+        return None
+    boxes = (np.asarray(to_internal(np.asarray(xywh, np.float32), "xywh"))
+             if xywh else np.zeros((0, 4), np.float32))
+    return missed_annotation(path, boxes, np.asarray(classes, np.int32), crowd,
+                             height, width)
 
 
 def read_coco(json_path, image_dir, class_names=None, root=None, workers=8):
@@ -200,16 +215,19 @@ def read_coco(json_path, image_dir, class_names=None, root=None, workers=8):
             classes.append(cat_index.get(a["category_id"]))
             crowd.append(bool(a.get("iscrowd", 0)))
         try:
-            path = resolve_image(json_path, dirs, name,
-                                 f"file_name of image id {image_id}", root=root)
+            # The annotation's own fault first: an image with an unknown
+            # category has no ground truth to count as missed.
             unknown = [a for a, c in zip(anns, classes) if c is None]
             if unknown:
                 raise BadItem(json_path, f"image id {image_id} ({name}): annotation "
                               f"{unknown[0].get('id')} has unknown category_id "
                               f"{unknown[0]['category_id']}; categories are "
                               f"{sorted(cat_index)}", reasons.UNKNOWN_CLASS)
+            path = resolve_image(json_path, dirs, name,
+                                 f"file_name of image id {image_id}", root=root)
         except BadItem as e:
-            report.skip_image(e)
+            report.skip_image(e, _missed(f"{json_path} (image id {image_id}, {name})",
+                                         xywh, classes, crowd, height, width))
             continue
         found.append((image_id, name, path, height, width, xywh, classes, crowd))
 
@@ -231,7 +249,7 @@ def read_coco(json_path, image_dir, class_names=None, root=None, workers=8):
             raw, height, width = fit_to_image(where, path, raw, (height, width), report,
                                               DISPLAYED, info)
         except BadItem as e:
-            report.skip_image(e)
+            report.skip_image(e, _missed(path, xywh, classes, crowd, height, width))
             continue
         boxes, keep = clean_boxes(f"{json_path} (image {name})", raw, height, width,
                                   report)

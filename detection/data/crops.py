@@ -16,7 +16,7 @@ the bottom-right, inside the image) and, with ``size``, resized to
 (Girshick et al., 2014). Every class of the source gets a folder in every
 split written, with or without crops, so a classifier trained on the folder
 knows all the source's classes (a localizer needs that: see
-``resnet_tf.train.label_map_for``); ``folder:`` orders classes by name.
+``resnet_tf.data.labels.label_map_for``); ``folder:`` orders classes by name.
 
 Nothing is lost silently: boxes the annotation reader dropped (zero-area,
 inverted, outside the image: BCCD has two) are counted in that reader's
@@ -28,18 +28,18 @@ no whole pixel inside the decoded image) in ``CropResult.skips``, a
 """
 
 import dataclasses
-import json
 import math
 import os
 import re
-import shutil
 
 import numpy as np
 
-from resnet_tf.data import report as reasons
+from detection.data import reasons
 from resnet_tf.data.report import SkipReport, skip_summary
+from resnet_tf.folders import claim_folder, write_marker
 
 MARKER = "crops.json"  # written first: the folders this function may replace
+WRITTEN_BY = "detection.data.crops.write_object_crops"
 DEFAULT_SPLITS = {"train": "train", "val": "eval"}  # output folder -> source split
 SOURCE_SPLITS = ("train", "eval")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -139,33 +139,11 @@ def _check_class_names(names):
 
 def _prepare_out(out_dir, split_dirs):
     """Create ``out_dir`` or clear the splits a previous call wrote in it;
-    refuse a non-empty folder this function did not write."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"{out_dir} is a file; give a new or empty folder for the crops.")
-    marker = os.path.join(out_dir, MARKER)
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not os.path.isfile(marker):
-            raise ValueError(f"{out_dir} is not empty and was not written by "
-                             "write_object_crops (no crops.json); give a new or empty "
-                             "folder.")
-        try:
-            with open(marker) as f:
-                previous = [n for n in json.load(f)["splits"] if isinstance(n, str)]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise ValueError(f"{marker} is unreadable; delete {out_dir} or give a new "
-                             "folder.") from None
-        others = sorted(set(os.listdir(out_dir)) - set(previous) - {MARKER})
-        if others:
-            raise ValueError(f"{out_dir} holds {others[:5]}, which write_object_crops "
-                             "did not write; give a new or empty folder.")
-        for name in previous:
-            path = os.path.join(out_dir, name)
-            if _plain_name(name) and os.path.isdir(path):
-                shutil.rmtree(path)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(marker, "w") as f:
-        json.dump({"written_by": "detection.data.crops.write_object_crops",
-                   "splits": list(split_dirs), "complete": False}, f)
+    refuse a non-empty folder this function did not write
+    (``resnet_tf.folders.claim_folder``)."""
+    claim_folder(out_dir, MARKER, owner="write_object_crops", listed_key="splits",
+                 exclusive=True, record={"written_by": WRITTEN_BY,
+                                         "splits": list(split_dirs), "complete": False})
 
 
 def _decode(contents, where):
@@ -355,12 +333,10 @@ def write_object_crops(data, out_dir, *, size=64, splits=None, max_per_class=Non
         counts[name] = _write_split(split, per_image, names, os.path.join(out_dir, name),
                                     size, quality, skips, key=name)
     result = CropResult(out_dir, names, counts, boxes, not_selected, skips, reports)
-    with open(os.path.join(out_dir, MARKER), "w") as f:
-        json.dump({"written_by": "detection.data.crops.write_object_crops",
-                   "splits": list(splits), "complete": True, "data": what,
-                   "size": size, "max_per_class": max_per_class, "seed": seed,
-                   **{k: v for k, v in result.to_dict().items() if k != "out_dir"}},
-                  f, indent=1)
+    write_marker(out_dir, MARKER, {
+        "written_by": WRITTEN_BY, "splits": list(splits), "complete": True, "data": what,
+        "size": size, "max_per_class": max_per_class, "seed": seed,
+        **{k: v for k, v in result.to_dict().items() if k != "out_dir"}}, indent=1)
     if verbose:
         print(f"Object crops of {what} -> {out_dir}\n{result.summary()}", flush=True)
     return result

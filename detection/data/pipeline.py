@@ -22,6 +22,15 @@ Limits, and where each is counted (``count_caps``, printed by
   anchors or objects exceed them are counted;
 - detections: images with more objects than ``max_detections`` (which
   ``train_detector`` raises to the split's largest count) are counted.
+
+``count_caps`` counts what the data alone decides. The caps that depend on
+what the network outputs are counted as they are hit, at run time:
+``detection.evaluate`` counts the images whose detections filled
+``max_detections`` (``detections_capped`` in the evaluation result, the
+CLI's "Capped: detections ..." line, ``capped`` per ``predict`` row) and
+scores COCO AP at ``maxDets = max_detections`` (``coco["max_dets"]``);
+training tracks ``proposals_capped``, the fraction of images whose post-NMS
+proposals filled ``post_nms_train`` (``detection.proposals.budget_full``).
 """
 
 import dataclasses
@@ -34,12 +43,14 @@ import tensorflow as tf
 
 from detection.data.annotations import ImageAnnotation
 from detection.ops.boxes import PAD
+from resnet_tf import zoo
 from resnet_tf.data.decode import SkipCounter, decode_and_filter, graph_fn
 
 log = logging.getLogger("resnet_tf.data")
 
 IMAGENET_MEAN_RGB = (123.68, 116.78, 103.94)  # used when no classifier mean is given
-STRIDE = 16  # the C4 trunk's stride: one anchor location per 16 x 16 pixels
+# The C4 trunk's stride (16): one anchor location per STRIDE x STRIDE pixels.
+STRIDE = zoo.stride_of("C4")
 
 # --- cap keys (count_caps): a limit that met the data, never a silent loss ---------
 CAP_MAX_BOXES = "boxes_over_max_boxes"  # boxes past max_boxes are not trained
@@ -75,8 +86,9 @@ class DetectionPreprocessing:
 
     @property
     def pad_size(self):
-        """The padded square side: ``max_side`` rounded up to the stride 16."""
-        return int(math.ceil(self.max_side / 16) * 16)
+        """The padded square side: ``max_side`` rounded up to the C4 stride
+        (``STRIDE``, 16), so the padded image is a whole number of cells."""
+        return int(math.ceil(self.max_side / STRIDE) * STRIDE)
 
     def scale_for(self, height, width):
         """The resize factor for an image of this size (tensors or numbers)."""
@@ -288,7 +300,7 @@ def make_detection_dataset(annotations, prep, *, training, batch_size, seed=0,
 
 def synthetic_annotations(num_images, size=128, seed=0, max_objects=4):
     """The synthetic detection set as ``(images, annotations, class_names)``."""
-    from resnet_tf.data import synthetic
+    from detection.data import synthetic
 
     images, boxes, classes = synthetic.make_detection(num_images, size, seed, max_objects)
     anns = [ImageAnnotation(path=f"synthetic:{i}", height=size, width=size, boxes=b,

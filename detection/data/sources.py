@@ -26,39 +26,21 @@ split says so (``training_images``, a name ending "(training images)") and
 a warning says its numbers are training-set numbers.
 """
 
-import dataclasses
 import logging
 import os
-from typing import Callable, Optional
-
-import numpy as np
 
 from detection.data.coco import find_coco_json, read_coco
+from detection.data.split import DetectionSplit  # re-exported: the name's old home
+from detection.data.tfds import TfdsDetectionSource
 from detection.data.voc import read_voc
-from resnet_tf.data.sources import EVAL_DIR_NAMES, TRAIN_DIR_NAMES, find_split_dirs
+from resnet_tf.data.sources import (EVAL_DIR_NAMES, TRAIN_DIR_NAMES, find_split_dirs,
+                                    warn_training_images)
 
 log = logging.getLogger("resnet_tf.data")
 
 
-@dataclasses.dataclass
-class DetectionSplit:
-    """One split: ``annotations`` (``ImageAnnotation`` list), ``images``
-    (uint8 [N, H, W, 3] for in-memory sets), the loader's ``report``,
-    ``image_bytes`` (``() -> tf.data`` of encoded images, TFDS), and
-    ``training_images``: True for an evaluation split that is the training
-    images (no split of its own)."""
-
-    name: str
-    annotations: list
-    images: Optional[np.ndarray] = None  # uint8 [N, H, W, 3] for in-memory sets
-    report: object = None
-    image_bytes: Optional[Callable] = None  # () -> tf.data of encoded images (TFDS)
-    training_images: bool = False
-
-
 def _warn_training_images(spec, n):
-    log.warning("%s has no evaluation split of its own: evaluation uses the %d training "
-                "images, so its numbers are training-set numbers, not validation.", spec, n)
+    warn_training_images(spec, n, "no evaluation split of its own")
 
 
 def _voc_split_folders(root):
@@ -194,8 +176,6 @@ def open_detection_source(spec, seed=0, class_names=None, synthetic_train=64,
     if kind == "coco":
         return CocoSource(*_path_and_split(rest), class_names)
     if kind == "tfds":
-        from detection.data.tfds import TfdsDetectionSource
-
         name, _, split = rest.partition(":")
         if not name:
             raise ValueError("tfds: needs a dataset name, e.g. tfds:voc/2007.")

@@ -3,14 +3,26 @@
 ``objects/label`` features).
 
 TFDS stores boxes as relative ``(ymin, xmin, ymax, xmax)``; they become
-internal pixels here, with the image size read from the JPEG header (no
+internal pixels here, with the image size read from the image's header (no
 full decode for the annotation pass). Images stay encoded bytes until the
-training pipeline, which decodes them with the same tolerant decoder as
-every other source; an example whose image fails the decoder's checks
-(``decode.check_image_bytes``: empty, not an image, truncated, too large) is
-skipped in the annotation pass, counted by reason in the report, and left
-out of the image stream too, so both stay in step. VOC's ``is_difficult``
-and COCO's ``is_crowd`` become ``difficult``.
+training pipeline, which decodes them by the one accept/reject rule of
+every source (``resnet_tf.data.decode``: a file TF or PIL decodes fully is
+accepted). The annotation pass uses that rule too, never a stricter one:
+
+- an image the decoder's checks (``decode.check_image_bytes``) find
+  nothing wrong with, and whose header gives its size, keeps its
+  annotation; the pipeline's decoder judges it as it judges a file (corrupt
+  data inside an intact-looking JPEG is found there, named and counted,
+  and evaluation scores its objects as missed);
+- any other (the checks doubt it, or no size in the header) goes through
+  the rule itself (``decode.decode_bytes``): accepted, it is kept with its
+  decoded size (a TIFF, WebP or long-trailer JPEG that PIL or TF reads);
+  rejected, it is skipped, counted by the rule's reason, its ground truth
+  kept in ``LoadReport.missed`` (evaluation counts its objects as missed),
+  and it is left out of the image stream too (by ``tfds_id``), so both stay
+  in step.
+
+VOC's ``is_difficult`` and COCO's ``is_crowd`` become ``difficult``.
 
 Box origin: TFDS's ``voc`` builder divides the XML's 1-based, inclusive
 coordinates by the image size as they are written (``xmin / width``), so
@@ -29,7 +41,9 @@ on ``test``; others train on ``train`` and evaluate on
 import numpy as np
 import tensorflow as tf
 
-from detection.data.annotations import ImageAnnotation, LoadReport, clean_boxes
+from detection.data.annotations import (ImageAnnotation, LoadReport, clean_boxes,
+                                         missed_annotation)
+from detection.data.split import DetectionSplit
 from resnet_tf.data import decode
 from resnet_tf.data.decode import graph_fn
 from resnet_tf.data.report import BadItem
@@ -37,20 +51,29 @@ from resnet_tf.data.sources import open_tfds_builder, tfds_as_dataset
 
 
 def image_size(image_bytes):
-    """``(size, reason)``: int32 [2] (height, width) of an encoded image as
-    displayed (EXIF orientation applied, as the decoder does), read from its
-    header (decoded only if the header doesn't say), and the
-    decoder's check (``decode.OK`` or why it would skip the image; then the
-    size is zeros)."""
+    """``(size, check, header)``: the annotation pass's look at an encoded
+    image, in-graph and without decoding it.
+
+    ``size``: int32 [2] (height, width) as displayed (EXIF orientation
+    applied, as the decoder does), from the header, when the decoder's
+    checks (``decode.check_image_bytes``) find nothing wrong and the header
+    gives a size; zeros otherwise, and then ``check`` (bool) is True: the
+    image must go through the decode rule itself (``decode.decode_bytes``,
+    in ``TfdsDetectionSource.split``) before its boxes can be placed.
+    ``header``: int32 [2], the header's displayed size even where the
+    checks fail (zeros where unknown), for the boxes of an image the rule
+    rejects.
+
+    An image that passes the checks keeps its annotation; the pipeline's
+    decoder applies the rule to it as to a file (``decode.decode_and_filter``:
+    corrupt data inside an intact-looking JPEG is found there, named and
+    counted), exactly as for the ``voc:`` and ``coco:`` readers.
+    """
     fmt, reason = decode.check_image_bytes(image_bytes)
-
-    def size():
-        # As displayed (EXIF orientation applied), like the decoded pixels.
-        hw = tf.cast(decode.display_size(image_bytes, fmt), tf.int32)
-        return tf.cond(tf.reduce_all(hw > 0), lambda: hw,
-                       lambda: tf.shape(decode.decode_checked(image_bytes, fmt))[:2])
-
-    return tf.cond(reason == decode.OK, size, lambda: tf.zeros([2], tf.int32)), reason
+    header = tf.cast(decode.display_size(image_bytes, fmt), tf.int32)
+    known = tf.logical_and(tf.equal(reason, decode.OK), tf.reduce_all(header > 0))
+    size = tf.where(known, header, tf.zeros([2], tf.int32))
+    return size, tf.logical_not(known), header
 
 
 # TFDS builders whose relative boxes are 1-based inclusive coordinates / size.
@@ -69,10 +92,6 @@ def to_pixels(rel, height, width, one_based):
         proper = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes[proper, :2] -= 1
     return boxes
-
-
-def _image_ok(image_bytes):
-    return decode.check_image_bytes(image_bytes)[1] == decode.OK
 
 
 class TfdsDetectionSource:
@@ -108,8 +127,6 @@ class TfdsDetectionSource:
         return "train" if which == "train" else "validation"
 
     def split(self, which):
-        from detection.data.sources import DetectionSplit
-
         split = self._split_name(which)
         name, flag = self.name, self._flag
 
@@ -118,22 +135,20 @@ class TfdsDetectionSource:
 
         def meta(ex):
             obj = ex["objects"]
-            size, reason = image_size(ex["image"])
-            out = {"size": size, "reason": reason, "bbox": obj["bbox"],
-                   "label": tf.cast(obj["label"], tf.int32), "id": ex["tfds_id"]}
+            size, check, header = image_size(ex["image"])
+            out = {"size": size, "header": header, "bbox": obj["bbox"],
+                   "label": tf.cast(obj["label"], tf.int32), "id": ex["tfds_id"],
+                   # only the images the checks doubt come back to Python
+                   "bytes": tf.where(check, ex["image"], tf.constant(b""))}
+            out["check"] = check
             out["flag"] = obj[flag] if flag else tf.zeros_like(obj["label"], tf.bool)
             return out
 
         report = LoadReport()
-        annotations = []
+        annotations, rejected = [], []
         for ex in read().map(graph_fn(meta), num_parallel_calls=tf.data.AUTOTUNE) \
                 .as_numpy_iterator():
             where = f"tfds:{name}:{split}:{ex['id'].decode()}"
-            if ex["reason"] != decode.OK:
-                report.skip_image(BadItem(where, decode.REASONS[ex["reason"]],
-                                          decode.REASON_KEYS[ex["reason"]]))
-                continue
-            h, w = (int(v) for v in ex["size"])
             rel, labels, flags = ex["bbox"], ex["label"], ex["flag"]
             n = len(rel)
             if not (len(labels) == n and len(flags) == n):
@@ -145,6 +160,23 @@ class TfdsDetectionSource:
                 flags = np.resize(np.asarray(flags, bool), n) if len(flags) else \
                     np.zeros(n, bool)
                 rel, labels, flags = rel[:n], labels[:n], flags[:n]
+            h, w = (int(v) for v in ex["size"])
+            if ex["check"]:
+                # The decode rule itself (what every reader and the pipeline
+                # apply): accepted if TF or PIL decodes it fully.
+                image, key, message = decode.decode_bytes(ex["bytes"])
+                if image is None:
+                    # Its objects are counted as missed when evaluated; where
+                    # the header gives no size, in a 1 x 1 frame (relative).
+                    hh, hw = (int(v) for v in ex["header"])
+                    known = hh > 0 and hw > 0
+                    report.skip_image(BadItem(where, message, key), missed_annotation(
+                        where, to_pixels(rel, hh if known else 1, hw if known else 1,
+                                         self.one_based and known),
+                        labels, flags, hh, hw))
+                    rejected.append(ex["id"])
+                    continue
+                h, w = image.shape[:2]
             boxes, keep = clean_boxes(where, to_pixels(rel, h, w, self.one_based),
                                       h, w, report)
             report.images += 1
@@ -157,6 +189,11 @@ class TfdsDetectionSource:
                 difficult=np.asarray(flags, bool)[keep]))
 
         def image_bytes():  # the images of the annotations kept, in their order
-            return read().map(lambda ex: ex["image"]).filter(graph_fn(_image_ok))
+            images = read()
+            if rejected:
+                bad = tf.constant(rejected, tf.string)
+                images = images.filter(graph_fn(
+                    lambda ex: tf.logical_not(tf.reduce_any(tf.equal(ex["tfds_id"], bad)))))
+            return images.map(lambda ex: ex["image"])
 
         return DetectionSplit(split, annotations, None, report, image_bytes=image_bytes)

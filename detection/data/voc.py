@@ -33,7 +33,10 @@ counted by reason in the ``LoadReport``), and the others are read: malformed
 XML, bytes that are not UTF-8, a missing or non-numeric field, a class name
 outside ``class_names``, a ``<filename>`` that leaves the dataset folder or
 does not exist, an image whose header can't be read, a ``<size>`` that
-disagrees with the image. A dataset in which no file is usable is a
+disagrees with the image. Where the fault is the image file's (missing,
+outside the dataset folder, a header that can't be read), the file's
+objects are kept in ``LoadReport.missed``, so that evaluation counts them as
+missed (``detection.evaluate``). A dataset in which no file is usable is a
 ValueError (with the counts by reason), as is a split list naming a file
 that is not there.
 """
@@ -43,8 +46,9 @@ import os
 import numpy as np
 
 from detection.data.annotations import (DISPLAYED, ImageAnnotation, LoadReport, clean_boxes,
-                                         fit_to_image, parse_xml, resolve_image)
-from resnet_tf.data import report as reasons
+                                         fit_to_image, missed_annotation, parse_xml,
+                                         resolve_image)
+from detection.data import reasons
 from resnet_tf.data.report import BadItem
 
 
@@ -103,10 +107,13 @@ def parse_voc_xml(xml_path, image_dir, class_names=None, report=None, root=None)
             e.args = (f"{e.where}: {e.detail}",)
         raise
     filename = _text(ann, "filename", xml_path)
-    image_path = resolve_image(
-        xml_path, [image_dir, os.path.dirname(os.path.abspath(xml_path))], filename,
-        "<filename>", root=root if root is not None else image_dir,
-        stem=os.path.splitext(os.path.basename(xml_path))[0])
+    try:
+        image_path, image_error = resolve_image(
+            xml_path, [image_dir, os.path.dirname(os.path.abspath(xml_path))], filename,
+            "<filename>", root=root if root is not None else image_dir,
+            stem=os.path.splitext(os.path.basename(xml_path))[0]), None
+    except BadItem as e:  # raised below, once the objects are read (their GT is missed)
+        image_path, image_error = xml_path, e
     size = ann.find("size")
     stated = None
     if size is not None and size.find("width") is not None:
@@ -127,7 +134,17 @@ def parse_voc_xml(xml_path, image_dir, class_names=None, report=None, root=None)
         raw.append([y0 - 1, x0 - 1, y1, x1] if (x1 > x0 and y1 > y0) else [y0, x0, y1, x1])
         names.append(name)
         difficult.append((_text(obj, "difficult", xml_path, required=False) or "0") == "1")
-    raw, height, width = fit_to_image(xml_path, image_path, raw, stated, report, DISPLAYED)
+    try:
+        if image_error is not None:
+            raise image_error
+        raw, height, width = fit_to_image(xml_path, image_path, raw, stated, report,
+                                          DISPLAYED)
+    except BadItem as e:
+        # An image that can't be read: its objects (class names, as above)
+        # travel with the error, for evaluation to count as missed.
+        e.annotation = missed_annotation(image_path, raw, np.array(names, object),
+                                         difficult, *(stated or (0, 0)))
+        raise
     boxes, keep = clean_boxes(xml_path, raw, height, width, report)
     report.images += 1
     report.boxes += len(boxes)
@@ -182,9 +199,11 @@ def read_voc(root, split=None, class_names=None):
         raise ValueError(f"{ann_dir}: no usable annotation file ({report.summary()}); "
                          "the warnings above name each file and why.")
     if class_names is None:
-        class_names = sorted({n for a in anns for n in a.classes})
+        # The unreadable images' classes too: their objects are still the data's.
+        class_names = sorted({n for a in anns + [m.annotation for m in report.missed]
+                              for n in a.classes})
     index = {n: i for i, n in enumerate(class_names)}
-    for a in anns:
+    for a in anns + [m.annotation for m in report.missed]:
         a.classes = np.array([index[n] for n in a.classes], np.int32)
     return anns, list(class_names), report
 

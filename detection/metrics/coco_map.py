@@ -46,10 +46,20 @@ def evaluate_coco(detections, ground_truths, class_names, sizes, iou_thresholds=
         sizes: per image (height, width).
         iou_thresholds, rec_thresholds: override pycocotools' defaults (the
             tests use IoU 0.5 and a fine recall grid to check VOC AP).
+        max_dets: detections per image scored (COCOeval's largest
+            ``params.maxDets``; COCO's own is 100). Give the detector's
+            ``max_detections``, so that no detection it returned is left
+            out; ``params.maxDets`` becomes ``[1, 10, max_dets]`` (the 1 and
+            10 only where smaller).
     Returns:
-        dict with AP, AP50, AP75, APs, APm, APl (the first six numbers of
-        COCOeval.stats; -1 where undefined) and per-class AP at [.5:.95].
+        dict with AP, AP50, AP75, APs, APm, APl (what COCOeval.summarize
+        reports as its first six numbers, here all at ``max_dets``; -1 where
+        undefined), per-class AP at [.5:.95], and ``max_dets``, the value
+        used.
     """
+    max_dets = int(max_dets)
+    if max_dets < 1:
+        raise ValueError(f"max_dets must be >= 1, got {max_dets}.")
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -68,15 +78,32 @@ def evaluate_coco(detections, ground_truths, class_names, sizes, iou_thresholds=
             ev.params.iouThrs = np.asarray(iou_thresholds, float)
         if rec_thresholds is not None:
             ev.params.recThrs = np.asarray(rec_thresholds, float)
-        ev.params.maxDets = [1, 10, max_dets]
+        # COCOeval scores the top maxDets[-1] detections of an image (it
+        # sorts the list). Not summarize(): its stats[0] is at maxDets=100
+        # whatever the list says (pycocotools' own default), and it needs 3.
+        ev.params.maxDets = [d for d in (1, 10) if d < max_dets] + [max_dets]
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()
-    stats = [float(s) for s in ev.stats[:6]]
+    stats = [_ap(ev, iou, area, max_dets) for iou, area in (
+        (None, "all"), (0.5, "all"), (0.75, "all"), (None, "small"), (None, "medium"),
+        (None, "large"))]
     prec = ev.eval["precision"]  # [T, R, K, A, M]
     per_class = {}
     for k, name in enumerate(class_names):
         p = prec[:, :, k, 0, -1]
         per_class[name] = float(p[p > -1].mean()) if np.any(p > -1) else float("nan")
     return {"AP": stats[0], "AP50": stats[1], "AP75": stats[2], "APs": stats[3],
-            "APm": stats[4], "APl": stats[5], "per_class": per_class}
+            "APm": stats[4], "APl": stats[5], "per_class": per_class, "max_dets": max_dets}
+
+
+def _ap(ev, iou, area, max_dets):
+    """``COCOeval.summarize``'s AP, at ``max_dets``: the mean accumulated
+    precision over the IoU thresholds (``iou`` alone if given), the recall
+    grid and the classes, in area range ``area``; -1 where undefined."""
+    p = ev.params
+    s = ev.eval["precision"][:, :, :, p.areaRngLbl.index(area),
+                             list(p.maxDets).index(max_dets)]  # [T, R, K]
+    if iou is not None:
+        s = s[np.flatnonzero(np.isclose(p.iouThrs, iou))]
+    s = s[s > -1]
+    return float(s.mean()) if s.size else -1.0

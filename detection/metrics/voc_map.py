@@ -12,7 +12,8 @@ coordinates (no devkit "+1" on widths).
 An image whose file could not be decoded is scored with an empty detection
 list: its (non-difficult) ground-truth boxes stay in each class's recall
 denominator and are all missed, so losing a file can only lower the AP
-(``detection.evaluate``). ``coco_map`` does the same: the image stays in
+(``detection.evaluate``; the same for an image the annotation loader
+skipped because its file can't be read). ``coco_map`` does the same: the image stays in
 the ground truth with no detections.
 """
 

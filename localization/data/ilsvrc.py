@@ -36,6 +36,9 @@ in one row, a duplicated ImageId, an ImageId that is not a plain file name
 header can't be read (empty, not an image, too large), a box outside the
 image (dropped) or reaching past it (clipped), a zero-area or inverted box,
 an XML ``<size>`` that disagrees with the image (``size_mismatch``).
+A row skipped for its image file (missing, not a plain name, a header that
+can't be read) keeps its boxes in ``LocReport.missed``: evaluation counts
+the image as a miss (``localization.evaluate``).
 A missing or wrong file (no CSV header, no synset list) is a ValueError.
 """
 
@@ -43,12 +46,14 @@ import concurrent.futures
 import csv
 import dataclasses
 import os
+import zlib
 
 import numpy as np
 
 from detection.data.annotations import (STORED, ImageAnnotation, LoadReport, clean_boxes,
-                                         fit_to_image, image_header_info, parse_xml)
-from resnet_tf.data import report as reasons
+                                         fit_to_image, image_header_info, missed_annotation,
+                                         parse_xml)
+from localization.data import reasons
 from resnet_tf.data.report import BadItem, format_reasons
 
 SYNSETS = "LOC_synset_mapping.txt"
@@ -67,11 +72,15 @@ class LocReport(LoadReport):
     images_per_class: dict = dataclasses.field(default_factory=dict)
     boxes_per_class: dict = dataclasses.field(default_factory=dict)
 
-    def skip(self, where, message, reason=reasons.MALFORMED):
-        """Skip an annotation row or file, counted under ``reason``."""
+    def skip(self, where, message, reason=reasons.MALFORMED, missed=None, name="",
+             position=-1):
+        """Skip an annotation row or file, counted under ``reason``;
+        ``missed``: the row's ground truth (``ImageAnnotation``), kept in
+        ``missed`` when its image file can't be read (``LoadReport``)."""
         self.skipped_rows += 1
         self.skipped.append((where, message))
         self.skips.add(where, f"skipped: {message}", reason)
+        self.keep_missed(BadItem(where, message, reason), missed, name, position)
 
     def count(self, wnid, boxes):
         self.images_per_class[wnid] = self.images_per_class.get(wnid, 0) + 1
@@ -92,6 +101,7 @@ class LocReport(LoadReport):
                 "dropped_boxes": self.dropped_boxes,
                 "images_without_boxes": self.images_without_boxes,
                 "unannotated_images": self.unannotated_images,
+                "missed_images": len(self.missed), "missed_objects": self.missed_objects,
                 "skipped_by_reason": self.by_reason}
 
 
@@ -108,7 +118,7 @@ class LocRow:
 
 def read_synsets(path):
     """``(wnids, names)`` from ``LOC_synset_mapping.txt``, in class order."""
-    from resnet_tf.evaluate import read_class_index
+    from resnet_tf.data.labels import read_class_index
 
     if not os.path.isfile(path):
         raise ValueError(f"{path}: synset list not found. ILSVRC localization data "
@@ -322,20 +332,27 @@ def attach_images(rows, image_roots, report, sizes=None, workers=8):
         read = dict(zip(todo, pool.map(_image_header, todo)))
     anns = []
     for row, path in zip(rows, paths):
+        # The row's ground truth, should its image be unreadable (counted as
+        # missed when evaluated): boxes as written, in the stated frame.
+        missed = missed_annotation(path or f"{row.where} (ImageId {row.image_id})", row.boxes,
+                                   np.full(len(row.boxes), row.label, np.int32), None,
+                                   *sizes.get(row.image_id, (0, 0)))
+        missed = missed if len(missed.boxes) else None  # no box: not used even if read
         if not plain_image_id(row.image_id):
             report.skip(row.where, f"ImageId {row.image_id!r} is not a plain file name; "
                         "refusing a path that leaves the dataset's image folders",
-                        reasons.OUTSIDE_ROOT)
+                        reasons.OUTSIDE_ROOT, missed, row.image_id, len(anns))
             continue
         if path is None:
             report.skip(row.where, f"image {row.image_id} not found under "
-                        f"{', '.join(image_roots)}", reasons.MISSING_IMAGE)
+                        f"{', '.join(image_roots)}", reasons.MISSING_IMAGE, missed,
+                        row.image_id, len(anns))
             continue
         try:
             raw, h, w = fit_to_image(row.where, path, row.boxes, sizes.get(row.image_id),
                                      report, STORED, read[path])
         except BadItem as e:
-            report.skip(row.where, e.detail, e.reason)
+            report.skip(row.where, e.detail, e.reason, missed, row.image_id, len(anns))
             continue
         boxes, _ = clean_boxes(row.where, raw, h, w, report)
         report.images += 1
@@ -370,3 +387,25 @@ def count_unannotated(image_roots, annotated_ids, limit_dirs=2000):
                             n += 1
         return n
     return 0
+
+
+def held_out_missed(report, held, ids, order, n_out, train):
+    """``report`` with ``missed`` cut to one part of a held-out split
+    (``IlsvrcLocSource``'s ``val_fraction``): an unreadable image belongs to
+    the held-out part when its ImageId's (CRC-32, id) key sorts among the
+    held-out images' (at most the ``n_out``-th of ``order``), and its
+    ``position`` is recounted within the part. ``held``: indices of the
+    held-out annotations, ``ids``: their ImageIds."""
+    if report is None or not report.missed:
+        return report
+
+    def key(image_id):
+        return zlib.crc32(image_id.encode()), image_id
+    cut = key(ids[order[n_out - 1]])
+    part = [i for i in range(len(ids)) if (i in held) != train]
+    kept = []
+    for m in report.missed:
+        if (key(m.name) <= cut) != train:
+            kept.append(dataclasses.replace(
+                m, position=sum(1 for i in part if i < m.position) if m.position >= 0 else -1))
+    return dataclasses.replace(report, missed=kept)

@@ -26,11 +26,11 @@ import dataclasses
 import glob
 import os
 import zlib
-from typing import Optional
 
 import numpy as np
 
 from detection.data.annotations import ImageAnnotation
+from detection.data.split import DetectionSplit
 from localization.data import ilsvrc
 from localization.data.synthetic import make_localization
 from resnet_tf.data.synthetic import SHAPES
@@ -39,11 +39,11 @@ SPLIT_NAMES = ("train", "val")
 
 
 @dataclasses.dataclass
-class LocSplit:
-    name: str
-    annotations: list  # ImageAnnotation; classes hold the image's class index
-    images: Optional[np.ndarray] = None  # uint8 [N, H, W, 3] for in-memory sets
-    report: Optional[ilsvrc.LocReport] = None
+class LocSplit(DetectionSplit):
+    """One split of a localization source: a ``DetectionSplit`` whose
+    annotations' ``classes`` hold the image's one class index for every box,
+    and whose ``report`` is an ``ilsvrc.LocReport`` (None when nothing was
+    read)."""
 
 
 class IlsvrcLocSource:
@@ -166,9 +166,12 @@ class IlsvrcLocSource:
             anns = [a for i, a in enumerate(whole.annotations) if (i in held) != train]
             name = (f"{base} less the held-out {fraction:.0%}" if train
                     else f"held-out {fraction:.0%} of {base}")
-            # The report covers the whole file read, both parts.
+            # The report covers the whole file read, both parts, but for the
+            # unreadable images (``missed``), held out by the same rule.
             self._cache[(base, train)] = LocSplit(f"{name}: {len(anns)} of {n} images",
-                                                  anns, None, whole.report)
+                                                  anns, None, ilsvrc.held_out_missed(
+                                                      whole.report, held, ids, order,
+                                                      n_out, train))
         return self._cache[key]
 
     @staticmethod

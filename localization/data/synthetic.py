@@ -1,9 +1,10 @@
 """The embedded synthetic localization set: one shape class per image, one or
 more boxes of it.
 
-Drawn with ``resnet_tf.data.synthetic``'s renderer (the same shapes and
-textures as the synthetic classification set, so a classifier trained on
-that set knows the classes). Most images hold one shape, sized like the
+Drawn with ``resnet_tf.data.synthetic``'s pieces (renderer, colours, box
+sampling and placement: the same shapes and textures as the synthetic
+classification set, so a classifier trained on that set knows the
+classes). Most images hold one shape, sized like the
 classification set's (0.35 to 0.9 of the side); with probability
 ``multi_fraction`` an image holds 2..``max_objects`` smaller shapes of the
 same class that do not overlap.
@@ -12,15 +13,6 @@ same class that do not overlap.
 import numpy as np
 
 from resnet_tf.data import synthetic
-
-
-def _color(rng, canvas):
-    mean = canvas.reshape(-1, 3).mean(0)
-    for _ in range(20):
-        c = rng.integers(0, 256, 3)
-        if np.abs(c - mean).sum() > 150:
-            return c
-    return 255 - mean.astype(np.int64)
 
 
 def make_localization(num_images, size=32, seed=0, max_objects=2, multi_fraction=0.2,
@@ -47,22 +39,15 @@ def make_localization(num_images, size=32, seed=0, max_objects=2, multi_fraction
         lo, hi = (min_scale, max_scale) if n == 1 else (0.25, 0.45)
         boxes = []
         for _ in range(n):
-            for _attempt in range(30):
-                extent = rng.uniform(lo, hi) * size
-                aspect = rng.uniform(0.75, 1.33)
-                bh = min(extent * np.sqrt(aspect), size - 1)
-                bw = min(extent / np.sqrt(aspect), size - 1)
-                y0, x0 = rng.uniform(0, size - bh), rng.uniform(0, size - bw)
-                cand = (y0, x0, y0 + bh, x0 + bw)
-                if all(cand[2] <= b[0] - 1 or cand[0] >= b[2] + 1 or cand[3] <= b[1] - 1
-                       or cand[1] >= b[3] + 1 for b in boxes):
-                    box = synthetic.render_shape(canvas, shape, cand, _color(rng, canvas))
-                    if box is not None:
-                        boxes.append(box)
-                    break
+            cand = synthetic.place_disjoint(rng, size, boxes, lo, hi, gap=1, attempts=30)
+            if cand is not None:
+                box = synthetic.render_shape(canvas, shape, cand,
+                                             synthetic.contrasting_color(rng, canvas))
+                if box is not None:
+                    boxes.append(box)
         if not boxes:  # cannot happen for sizes >= 16, but never return an empty image
             boxes.append(synthetic.render_shape(canvas, shape, (2, 2, size - 2, size - 2),
-                                                _color(rng, canvas)))
+                                                synthetic.contrasting_color(rng, canvas)))
         images[i] = canvas
         all_boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
     return images, labels, all_boxes

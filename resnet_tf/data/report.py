@@ -4,9 +4,16 @@ Image files that can't be decoded (``decode.SkipCounter``, filled from
 tf.data's threads) and annotation files, rows and boxes that can't be used
 (``detection.data.annotations.LoadReport``, which the VOC, COCO, TFDS and
 ILSVRC readers fill) are both counted in a ``SkipReport``: a warning naming
-the item and saying why as it happens, and a count per reason key (the keys
-below) for the report at the end of a run. The rule for each case, loader by
-loader, is tabled in the README ("Bad data").
+the item and saying why as it happens, and a count per reason key for the
+report at the end of a run. The rule for each case, loader by loader, is
+tabled in docs/reliability.md ("Bad data").
+
+Reason keys are plain strings, each named where it is counted: the image
+files' keys below (the decoder's, this package's own); the annotation and
+box keys in ``detection.data.reasons``; the ILSVRC keys in
+``localization.data.reasons``. Each of those modules re-exports the keys of
+the layers below it, so a reader imports its own layer's ``reasons`` and
+finds every key it may count; this module knows nothing of the layers above.
 """
 
 import collections
@@ -28,22 +35,7 @@ UNREADABLE_IMAGE = "unreadable_image"  # any other failure to read an image head
 # passes the header and end-marker checks, but neither TF nor PIL decodes it
 CORRUPT = "corrupt_image"
 
-# --- reason keys: annotations -------------------------------------------------------
-MALFORMED = "malformed_annotation"  # not parseable, a field missing or not a number
-NOT_UTF8 = "not_utf8"  # annotation text that is not valid UTF-8
-UNKNOWN_CLASS = "unknown_class"
-OUTSIDE_ROOT = "path_outside_root"  # an image path that escapes the dataset folder
-MISSING_IMAGE = "missing_image"
-DUPLICATE = "duplicate_image"
-NO_BOXES = "no_boxes"  # localization trains only on images with a box
-# the size an annotation states is neither the image's displayed size nor,
-# sides swapped by an EXIF orientation, its stored size (annotations.fit_to_image)
-SIZE_MISMATCH = "size_mismatch"
-# boxes (the image is kept, the box is not)
-DEGENERATE_BOX = "degenerate_box"  # zero area or inverted (negative width/height)
-BOX_OUTSIDE = "box_outside_image"
-SECOND_CLASS_BOX = "second_class_box"  # ILSVRC LOC: one class per image
-OTHER = "other"
+OTHER = "other"  # anything else (``SkipReport.add``'s default)
 
 
 class SkipReport:

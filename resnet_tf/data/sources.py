@@ -54,27 +54,50 @@ EVAL_DIR_NAMES = ("val", "valid", "validation", "dev", "test")
 
 
 @dataclasses.dataclass
-class Split:
-    """One split of a source.
+class SplitBase:
+    """What a split of every source has, whatever it holds: the base of
+    ``Split`` (classification, here), ``detection.data.split.DetectionSplit``
+    and ``localization.data.sources.LocSplit``.
 
     Attributes:
-        name: e.g. "train", "validation", "train[90%:]".
+        name: e.g. "train", "validation", "train[90%:]", "test".
+        training_images: True for an evaluation split that is the source's
+            training images (no validation folder or split of its own): its
+            numbers are training-set numbers, not validation ones (the source
+            says so with ``warn_training_images``). Keyword-only.
+    """
+
+    name: str
+    training_images: bool = dataclasses.field(default=False, kw_only=True)
+
+
+def warn_training_images(spec, count, why):
+    """Log that evaluation on ``spec`` uses its ``count`` training images
+    (``why``: what the source lacks, e.g. "no evaluation split of its own"),
+    so its numbers are training-set numbers: what a source does when it
+    returns a split with ``training_images=True`` that the user did not ask
+    for by name."""
+    log.warning("%s: %s: the evaluation split is the %d training images, so its "
+                "numbers are training-set numbers, not validation.", spec, why, count)
+
+
+@dataclasses.dataclass
+class Split(SplitBase):
+    """One split of a classification source (``SplitBase``'s ``name`` and
+    ``training_images``, and:)
+
+    Attributes:
         num_examples: number of examples (files, for folders).
         make: builds the element dataset (see module docstring), unshuffled
             unless ``shuffle_seed`` is given.
         encoded: True if elements carry "image_bytes", False for "image".
         approx_decoded_bytes: estimate of the decoded size, for caching.
-        training_images: True for an evaluation split that is the source's
-            training images (no validation folder or split): its numbers
-            are training-set numbers, not validation ones.
     """
 
-    name: str
     num_examples: int
     make: Callable[..., tf.data.Dataset]
     encoded: bool
     approx_decoded_bytes: Optional[int] = None
-    training_images: bool = False
 
 
 class Source:
@@ -248,11 +271,9 @@ class FolderSource(Source):
                 training_images = True
                 if self.train_dir != self.root:
                     name = f"{train} (no validation folder)"
-                log.warning(
-                    "%s: no evaluation folder (%s) and no val_fraction: the evaluation "
-                    "split is the %d training images, so its numbers are training-set "
-                    "numbers, not validation.", self.spec, "/".join(EVAL_DIR_NAMES),
-                    len(paths))
+                warn_training_images(
+                    self.spec, len(paths),
+                    f"no evaluation folder ({'/'.join(EVAL_DIR_NAMES)}) and no val_fraction")
             if self.val_fraction:
                 mask = self._holdout_mask(labels)
                 keep = mask if which == "eval" else ~mask

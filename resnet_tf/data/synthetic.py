@@ -5,6 +5,14 @@ quick tests need no files. Each image holds one filled shape (the class) of
 random colour, size, position and aspect on a random background texture
 (stripes, checkers, smooth gradients, noise). The shape's bounding box is
 returned too, so detection and localization can draw on the same renderer.
+
+The pieces every synthetic set is made of live here once: ``SHAPES``,
+``render_background``, ``render_shape``, ``contrasting_color``,
+``sample_box`` (a shape's box at a random size, aspect and place) and
+``place_disjoint`` (such a box clear of the boxes already placed). The
+detection set (``detection.data.synthetic.make_detection``) and the
+localization set (``localization.data.synthetic.make_localization``) are
+built from them in their own packages.
 """
 
 import numpy as np
@@ -83,13 +91,48 @@ def render_background(rng, size):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _contrasting_color(rng, background):
+def contrasting_color(rng, background):
+    """A random colour far (L1 distance > 150) from the mean colour of
+    ``background`` (uint8 [H, W, 3]); after 20 tries, the mean's complement.
+    Returns an int64 [3] array of values in [0, 255]."""
     mean = background.reshape(-1, 3).mean(0)
     for _ in range(20):
         color = rng.integers(0, 256, 3)
         if np.abs(color - mean).sum() > 150:
             return color
     return 255 - mean.astype(np.int64)
+
+
+def sample_box(rng, size, min_scale, max_scale):
+    """A random box for one shape in a ``size`` x ``size`` image.
+
+    Its extent (the square root of its area) is uniform in ``[min_scale,
+    max_scale] * size``, its aspect (height / width) uniform in [0.75,
+    1.33], each side at most ``size - 1`` pixels, and its place uniform
+    where it fits. Draws four numbers from ``rng``, always in the same order.
+
+    Returns:
+        (ymin, xmin, ymax, xmax) floats, pixels.
+    """
+    extent = rng.uniform(min_scale, max_scale) * size
+    aspect = rng.uniform(0.75, 1.33)
+    bh = min(extent * np.sqrt(aspect), size - 1)
+    bw = min(extent / np.sqrt(aspect), size - 1)
+    y0 = rng.uniform(0, size - bh)
+    x0 = rng.uniform(0, size - bw)
+    return (y0, x0, y0 + bh, x0 + bw)
+
+
+def place_disjoint(rng, size, boxes, min_scale, max_scale, gap, attempts):
+    """``sample_box`` until a box lies at least ``gap`` pixels clear of every
+    box in ``boxes`` ((ymin, xmin, ymax, xmax) pixels), at most ``attempts``
+    times; returns that box, or None if none of the attempts was clear."""
+    for _ in range(attempts):
+        cand = sample_box(rng, size, min_scale, max_scale)
+        if all(cand[2] <= b[0] - gap or cand[0] >= b[2] + gap or cand[3] <= b[1] - gap
+               or cand[1] >= b[3] + gap for b in boxes):
+            return cand
+    return None
 
 
 def make_classification(num_images, size=32, seed=0, min_scale=0.35, max_scale=0.9):
@@ -118,52 +161,9 @@ def make_classification(num_images, size=32, seed=0, min_scale=0.35, max_scale=0
         canvas = render_background(rng, size)
         box = None
         while box is None:
-            extent = rng.uniform(min_scale, max_scale) * size
-            aspect = rng.uniform(0.75, 1.33)
-            bh, bw = extent * np.sqrt(aspect), extent / np.sqrt(aspect)
-            bh, bw = min(bh, size - 1), min(bw, size - 1)
-            y0 = rng.uniform(0, size - bh)
-            x0 = rng.uniform(0, size - bw)
-            box = render_shape(canvas, SHAPES[labels[i]], (y0, x0, y0 + bh, x0 + bw),
-                               _contrasting_color(rng, canvas))
+            box = render_shape(canvas, SHAPES[labels[i]],
+                               sample_box(rng, size, min_scale, max_scale),
+                               contrasting_color(rng, canvas))
         images[i] = canvas
         boxes[i] = box
     return images, labels, boxes
-
-
-def make_detection(num_images, size=128, seed=0, max_objects=4, min_scale=0.15,
-                   max_scale=0.45):
-    """A synthetic detection set: 1..``max_objects`` shapes per image.
-
-    Returns ``(images uint8 [N, size, size, 3], boxes, classes)`` where
-    ``boxes[i]`` is float32 [n_i, 4] (ymin, xmin, ymax, xmax) pixels, the
-    tight box of each shape's painted pixels (shapes never overlap), and
-    ``classes[i]`` int32 [n_i] indices into ``SHAPES``.
-    """
-    rng = np.random.default_rng(seed)
-    images = np.empty((num_images, size, size, 3), np.uint8)
-    all_boxes, all_classes = [], []
-    for i in range(num_images):
-        canvas = render_background(rng, size)
-        boxes, classes = [], []
-        for _ in range(int(rng.integers(1, max_objects + 1))):
-            for _attempt in range(20):
-                extent = rng.uniform(min_scale, max_scale) * size
-                aspect = rng.uniform(0.75, 1.33)
-                bh, bw = extent * np.sqrt(aspect), extent / np.sqrt(aspect)
-                y0, x0 = rng.uniform(0, size - bh), rng.uniform(0, size - bw)
-                cand = (y0, x0, y0 + bh, x0 + bw)
-                if all(cand[2] <= b[0] - 2 or cand[0] >= b[2] + 2 or cand[3] <= b[1] - 2
-                       or cand[1] >= b[3] + 2 for b in boxes):
-                    break
-            else:
-                continue
-            c = int(rng.integers(len(SHAPES)))
-            box = render_shape(canvas, SHAPES[c], cand, _contrasting_color(rng, canvas))
-            if box is not None:
-                boxes.append(box)
-                classes.append(c)
-        images[i] = canvas
-        all_boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
-        all_classes.append(np.asarray(classes, np.int32))
-    return images, all_boxes, all_classes

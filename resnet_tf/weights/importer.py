@@ -141,7 +141,7 @@ def _class_names(sw, class_index, classes, path):
     file_classes = sw.config.get("classes") if sw.config.get("include_top") else None
     names, display, names_from = None, None, None
     if class_index:
-        from resnet_tf.evaluate import read_class_index
+        from resnet_tf.data.labels import read_class_index
 
         display, names = read_class_index(class_index)
         names_from = str(class_index)

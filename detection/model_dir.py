@@ -1,0 +1,62 @@
+"""The detector directory: what ``detection.train`` writes and evaluation,
+prediction and export read (on top of ``resnet_tf.model_dir``).
+
+    DIR/detector.weights.h5   the weights
+    DIR/resnet_tf.json        kind "detector": model config, class names,
+                              preprocessing, the dtype policy, training
+                              options, results
+    DIR/checkpoints/ DIR/backup/ DIR/history.csv DIR/logs/   written while
+                              training (``resnet_tf.runner``)
+
+Every file is written atomically (``resnet_tf.atomic``).
+"""
+
+import os
+
+from detection.data.pipeline import DetectionPreprocessing
+from detection.model import FasterRCNN
+from resnet_tf import model_dir
+from resnet_tf.precision import model_policy, policy_scope
+
+KIND = "detector"
+WEIGHTS = "detector.weights.h5"
+
+
+def save_detector(directory, model, prep, **fields):
+    """Write a detector directory (created if needed).
+
+    Args:
+        model: a built ``FasterRCNN``.
+        prep: its ``DetectionPreprocessing``.
+        fields: more metadata for ``resnet_tf.json`` (``results``,
+            ``training``...).
+    Returns:
+        ``directory``.
+    """
+    os.makedirs(directory, exist_ok=True)
+    model_dir.save_weights_file(model, os.path.join(directory, WEIGHTS))
+    return model_dir.write_meta(directory, KIND, config=model.get_config(),
+                                policy=model_policy(model),
+                                class_names=model.class_names,
+                                preprocessing=prep.to_dict(), **fields)
+
+
+def load_detector(directory):
+    """``(model, preprocessing, meta)`` from a detector directory; the model
+    is built under the dtype policy the directory records.
+
+    Raises:
+        ValueError naming the directory or file: not a detector directory,
+        the weights file missing, damaged, or not fitting the config.
+    """
+    meta = model_dir.read_meta(directory, kind=KIND)
+    weights = os.path.join(directory, WEIGHTS)
+    if not os.path.exists(weights):
+        raise ValueError(f"{weights} is missing from the detector directory.")
+    with policy_scope(model_dir.recorded_policy(directory, meta)):
+        model = FasterRCNN.from_config(meta["config"])
+        model.ensure_built()
+    prep = DetectionPreprocessing(**{**meta["preprocessing"],
+                                     "mean_rgb": tuple(meta["preprocessing"]["mean_rgb"])})
+    model_dir.load_weights_file(model, weights, KIND)
+    return model, prep, meta
