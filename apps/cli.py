@@ -55,9 +55,13 @@ VERBS = (
 
 def main(argv=None):
     """Run ``resnet-tf`` with ``argv`` (default ``sys.argv[1:]``); return the
-    exit status: 0, 2 for a usage error or a ``ValueError`` (printed as
+    exit status: 0, 2 for a ``ValueError`` or a missing command (printed as
     ``resnet-tf: error: ...``), or what the command returns (1 when some
-    input of ``predict`` failed)."""
+    input of ``predict`` failed).
+
+    Raises:
+        SystemExit: from argparse: 2 on a usage error, 0 after ``--help``.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -1,6 +1,6 @@
 """Faster R-CNN in the paper's C4 layout on a resnet-tf backbone.
 
-Built so far, each a small unit with its own tests:
+Each a small unit with its own tests:
 
     ops/boxes.py     the one internal box format (ymin, xmin, ymax, xmax pixels), IoU
     ops/nms.py       padded batched NMS, per-class NMS
@@ -10,18 +10,19 @@ Built so far, each a small unit with its own tests:
     heads.py         RPN head; conv5_x RoI head (resnet_tf.blocks, classifier names)
     losses.py        RPN and head losses as named scalars
     model.py         FasterRCNN: wiring; compute_loss calls targets.py, so model.fit trains it
-    data/voc.py      PASCAL VOC XML (clipping, degenerate boxes dropped and counted)
-    data/pipeline.py resize (600/1000), flip, mean, fixed-size padding; synthetic set
-    data/sources.py  voc:PATH[:SPLIT], synthetic
+    data/voc.py, coco.py, tfds.py  PASCAL VOC XML, COCO JSON, TFDS (voc, coco);
+                     boxes clipped, degenerate ones dropped, bad entries counted
+    data/pipeline.py resize (600/1000), flip, mean, fixed-size padding
+    data/sources.py  voc:PATH[:SPLIT], coco:PATH[:SPLIT], tfds:NAME[:SPLIT], synthetic
     metrics/         VOC mAP (11-point and area), COCO AP (pycocotools)
-    train.py         train_detector (model.fit, --init-from a classifier), detector dir
+    model_dir.py     the detector directory: save_detector, load_detector
+    train.py         train_detector (model.fit via resnet_tf.runner, --init-from a classifier)
     evaluate.py      evaluate_detector (VOC + COCO), predict_detector, draw_detections
+    export.py        the detector's SavedModel (TF Object Detection API outputs)
+    cli.py           resnet-tf {train,evaluate,predict} detector
 
 Importing the package registers every Keras object it serializes
 (``FasterRCNN``).
-
-Still to come (issue "Detection"): COCO JSON and TFDS loaders, the CLI,
-tuning until BCCD overfits to mAP 0.8, the benchmarks, export.
 """
 
 # Registered Keras objects (keras.saving.register_keras_serializable): a

@@ -42,8 +42,9 @@ def save_detector(directory, model, prep, **fields):
 
 
 def load_detector(directory):
-    """``(model, preprocessing, meta)`` from a detector directory; the model
-    is built under the dtype policy the directory records.
+    """``(model, preprocessing, meta)`` from a detector directory: a
+    ``FasterRCNN``, its ``DetectionPreprocessing`` and the ``resnet_tf.json``
+    dict; the model is built under the dtype policy the directory records.
 
     Raises:
         ValueError naming the directory or file: not a detector directory,

@@ -7,8 +7,10 @@
                      compute_loss (detection's anchors, box coder, matcher, sampler)
     data/            ILSVRC Kaggle CSV and XML readers, the synthetic set, crops with boxes
     metrics.py       ILSVRC top-k localization error, oracle error, classification error
-    train.py         train_localizer (model.fit, --init-from a classifier), localizer dir
+    model_dir.py     the localizer directory: save_localizer, load_localizer
+    train.py         train_localizer (model.fit via resnet_tf.runner, --init-from a classifier)
     evaluate.py      whole-image (and multi-scale) testing, evaluate, predict, draw
+    export.py        the localizer's SavedModel (top-k classes and their boxes)
     cli.py           resnet-tf {train,evaluate,predict} localizer
 
 Importing the package registers every Keras object it serializes

@@ -6,7 +6,8 @@ evaluation, prediction and export read (on top of ``resnet_tf.model_dir``).
                                preprocessing, the dtype policy, training
                                options, data report, results
     DIR/mean_image.npy         float32 [S, S, 3], the classifier's per-pixel
-                               mean image (when it has one)
+                               mean image (when it has one); S is the
+                               classifier's crop size (224 ImageNet, 32 CIFAR)
     DIR/checkpoints/ DIR/backup/ DIR/history.csv DIR/logs/   written while
                                training (``resnet_tf.runner``)
 

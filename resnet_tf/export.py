@@ -26,7 +26,7 @@ Decoding is the training pipeline's own (``resnet_tf.data.decode``): bytes
 are checked first, and a bad file (empty, not an image, truncated) fails the
 request with an ``InvalidArgument`` error naming its index in the batch and
 the reason, instead of reaching a decoder. Every op is a core TensorFlow op
-(no Python functions, no keras-cv ops), so a stock ``tensorflow_model_server``
+(no Python functions), so a stock ``tensorflow_model_server``
 at least as new as the exporting TensorFlow (2.21) serves it. The graph
 holds no variables (weights are constants), so nothing is restored at load.
 

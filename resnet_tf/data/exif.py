@@ -1,5 +1,17 @@
 """EXIF orientation, found in-graph and applied as viewers and annotation
 tools apply it (see ``resnet_tf.data.decode``'s docstring for where).
+
+Public:
+    exif_orientation(contents, fmt) -> int32 scalar 1..8 (1 when absent),
+        from a JPEG's APP1 "Exif" segment or a PNG's eXIf chunk.
+    apply_orientation(image, orientation) -> the image turned for display:
+        [H, W, C] for 1..4, [W, H, C] for 5..8; same dtype.
+    display_size(contents, fmt) -> int64 [2] (height, width) as displayed.
+
+Equal to PIL's ``ImageOps.exif_transpose`` for all eight orientations
+(EXIF 2.3, Sec. 4.6.4). Annotation boxes are turned to match in
+``detection.data.annotations.fit_to_image``. Nothing here raises on bad
+bytes: a missing or damaged tag reads as orientation 1.
 """
 
 import tensorflow as tf
