@@ -163,19 +163,53 @@ class FasterRCNN(keras.Model):
                     "anchors": anchors}
         return self._detect(c4, rpn, anchors, sizes)
 
-    def _detect(self, c4, rpn, anchors, sizes):
-        rois, _, _ = generate_proposals(rpn["objectness"], rpn["deltas"], anchors, sizes,
-                                        self.proposal_config, training=False)
+    def head_outputs(self, c4, rois, image_sizes, training=False):
+        """The RoI head on a batch of RoIs: pool each from C4, run conv5_x
+        and the sibling layers (Appendix A).
+
+        Args:
+            c4: the trunk's C4 feature, [B, h, w, C] (stride ``feature_stride``).
+            rois: float32 [B, R, 4] (ymin, xmin, ymax, xmax) pixels of the
+                padded input; invalid rows (``is_valid`` false) are pooled
+                but their outputs are meaningless.
+            image_sizes: float32 [B, 2], (height, width) before padding.
+            training: BN/dropout mode of the head.
+        Returns:
+            ``{"class_logits": [B*R, K+1], "box_deltas": [B*R, K, 4]}``, rows
+            in (image, RoI) order; box deltas are ``head_coder`` deltas of
+            each RoI.
+        """
+        del image_sizes  # used by the head options that look at the whole image
+        return self.roi_head(self._pool(c4, rois), training=training)
+
+    def decode_head(self, head, rois, image_sizes):
+        """Class probabilities and class-specific boxes from ``head_outputs``.
+
+        Args:
+            head: ``head_outputs``' dict for ``rois``.
+            rois: float32 [B, R, 4] pixels, (ymin, xmin, ymax, xmax).
+            image_sizes: float32 [B, 2] (height, width) before padding.
+        Returns:
+            ``(boxes, probs)``: float32 [B, R, K, 4] pixels clipped to the
+            image, and float32 [B, R, K] foreground probabilities (0 on
+            invalid RoIs).
+        """
         b, r = tf.shape(rois)[0], tf.shape(rois)[1]
-        head = self.roi_head(self._pool(c4, rois), training=False)
         probs = tf.nn.softmax(tf.cast(head["class_logits"], tf.float32))[:, 1:]
         flat_rois = tf.reshape(rois, [-1, 1, 4])
         boxes = self.head_coder.decode(tf.cast(head["box_deltas"], tf.float32), flat_rois)
-        hw = sizes[:, None, None, :]
+        hw = tf.cast(image_sizes, tf.float32)[:, None, None, :]
         boxes = tf.clip_by_value(tf.reshape(boxes, [b, r, self.num_classes, 4]), 0.0,
                                  tf.concat([hw, hw], -1))
         valid = tf.reshape(is_valid(flat_rois[:, 0]), [b, r, 1])
         probs = tf.where(valid, tf.reshape(probs, [b, r, self.num_classes]), 0.0)
+        return boxes, probs
+
+    def _detect(self, c4, rpn, anchors, sizes):
+        rois, _, _ = generate_proposals(rpn["objectness"], rpn["deltas"], anchors, sizes,
+                                        self.proposal_config, training=False)
+        head = self.head_outputs(c4, rois, sizes)
+        boxes, probs = self.decode_head(head, rois, sizes)
         det_boxes, scores, classes, count = per_class_nms(
             boxes, probs, self.max_detections, self.max_detections,
             iou_threshold=self.detection_nms, score_threshold=self.score_threshold)
@@ -222,8 +256,8 @@ class FasterRCNN(keras.Model):
                                          self.head_coder, self.roi_batch,
                                          self.roi_positive_fraction, self.seed_generator,
                                          stand_in_size=self.feature_stride)
-        pooled = self._pool(y_pred["c4"], tf.stop_gradient(roi.rois))
-        head = self.roi_head(pooled, training=True)
+        head = self.head_outputs(y_pred["c4"], tf.stop_gradient(roi.rois),
+                                 tf.cast(image_sizes, tf.float32), training=True)
         flat = lambda t: tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))  # noqa: E731
         values.update(losses.head_losses(head["class_logits"], head["box_deltas"],
                                          flat(roi.classes), flat(roi.sampled),
