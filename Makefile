@@ -13,7 +13,7 @@ demo: $(VENV)/.runtime
 # apps -> localization -> detection -> resnet_tf); an upward import fails here.
 test: $(VENV)/.dev
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest tests -ra --durations=15
+	$(BIN)/python -m pytest tests -ra --durations=60
 
 test-fast: $(VENV)/.dev
 	$(BIN)/lint-imports --no-cache

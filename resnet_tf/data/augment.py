@@ -27,8 +27,6 @@ Images are HWC, RGB, 3 channels. All functions are graph-mode TensorFlow
 
 import tensorflow as tf
 
-from resnet_tf.data import decode
-
 # Sec. 3.4: shorter side sampled in [256, 480].
 SCALE_MIN, SCALE_MAX = 256, 480
 
@@ -270,44 +268,6 @@ def random_scale_crop(image, scale_seed, crop_seed, size, min_size=SCALE_MIN,
     lo, hi = _window(shape, scale, first, last)
     window = image[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1]
     return _resize_window_crop(window, lo, scale, offset, size)
-
-
-def decode_random_scale_crop(contents, fmt, scale_seed, crop_seed, size,
-                             min_size=SCALE_MIN, max_size=SCALE_MAX):
-    """``random_scale_crop`` straight from encoded bytes.
-
-    For a JPEG only the rows and columns the crop window needs are decoded
-    (``decode_and_crop_jpeg``; about 1.4x faster than a full decode for the
-    windows scale augmentation produces), then resampled as in
-    ``random_scale_crop``: same draws and the same pixels, up to libjpeg's
-    small differences between windowed and whole-image decoding. Other
-    formats, and JPEGs with an EXIF orientation, are decoded whole first.
-
-    Args:
-        contents: tf.string scalar that passed ``decode.check_image_bytes``.
-        fmt: its format code (``decode.JPEG`` ...).
-    Returns:
-        float32 [size, size, 3].
-    """
-    def other():
-        return random_scale_crop(decode.decode_checked(contents, fmt), scale_seed,
-                                 crop_seed, size, min_size, max_size)
-
-    def jpeg():
-        shape = tf.image.extract_jpeg_shape(contents)[:2]
-        scale, offset, first, last = _scale_crop_draws(shape, scale_seed, crop_seed,
-                                                       size, min_size, max_size)
-        lo, hi = _window(shape, scale, first, last)
-        window = tf.io.decode_and_crop_jpeg(
-            contents, tf.concat([lo, hi - lo + 1], 0), channels=3,
-            dct_method="INTEGER_ACCURATE")
-        return _resize_window_crop(window, lo, scale, offset, size)
-
-    # A JPEG with an EXIF orientation other than 1 is turned after decoding
-    # (decode.apply_orientation), so its window can't be cut before: whole.
-    windowed = tf.equal(fmt, decode.JPEG) & tf.equal(decode.exif_orientation(contents, fmt), 1)
-    out = tf.cond(windowed, jpeg, other)
-    return tf.ensure_shape(out, [size, size, 3])
 
 
 def random_crop(image, seed, size):

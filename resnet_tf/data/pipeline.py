@@ -75,10 +75,9 @@ def make_dataset(split, preprocessing, mean_image=None, *, training, batch_size,
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     # Every file is decoded whole, by the rule (decode.map_decoded: TF in the
     # graph, corrupt data caught there, then PIL), and viewed from the image.
-    # (The ImageNet view's windowed JPEG decode, preprocessing.
-    # train_view_from_bytes, can't be guarded as cheaply: inside decode.attempt
-    # it cost 2x; whole decode + view measured the same CPU as the unguarded
-    # windowed path, 6.6 ms an image on imagenet-val-loc.)
+    # (A windowed JPEG decode of the crop only was tried and removed: guarded
+    # by the rule it cost 2x; whole decode + view measured the same CPU as the
+    # unguarded windowed path, 6.6 ms an image on imagenet-val-loc.)
     ds = decoded_examples(split, counter, shuffle_seed=shuffle_files,
                           deterministic=deterministic or None)
     if cached:

@@ -17,7 +17,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from resnet_tf.data import augment, decode, views
+from resnet_tf.data import augment, views
 
 STYLES = ("imagenet", "cifar")
 
@@ -139,21 +139,6 @@ class Preprocessing:
             size = augment.shorter_side_size(tf.shape(image), self.eval_resize)
             offset = augment.random_resized_crop_offset(size, s_crop, self.crop_size)
             x = augment.resized_crop(image, size, offset, self.crop_size)
-        return self._finish(x, s_flip, s_color, mean_image)
-
-    @property
-    def decodes_in_view(self):
-        """True if ``train_view_from_bytes`` decodes less than the whole image."""
-        return self.style == "imagenet" and self.scale_augmentation
-
-    def train_view_from_bytes(self, contents, fmt, seed, mean_image):
-        """``train_view`` of encoded bytes, the same draws and pixels (up to
-        float rounding); JPEGs are decoded only where the crop needs them."""
-        if not self.decodes_in_view:
-            return self.train_view(decode.decode_checked(contents, fmt), seed, mean_image)
-        s_scale, s_crop, s_flip, s_color = tf.unstack(augment.split_seed(seed, 4))
-        x = augment.decode_random_scale_crop(contents, fmt, s_scale, s_crop,
-                                             self.crop_size, *self.scale_range)
         return self._finish(x, s_flip, s_color, mean_image)
 
     def _finish(self, x, s_flip, s_color, mean_image):

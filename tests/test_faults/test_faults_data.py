@@ -19,14 +19,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from conftest import REPO, shared_data, shared_case
+from conftest import shared_data, shared_case
 from detection.data import annotations as A
 from detection.data.coco import find_coco_json, read_coco
 from detection.data.pipeline import DetectionPreprocessing, make_detection_dataset
 from detection.data.sources import open_detection_source
 from detection.data.voc import read_voc
 from localization.data import ilsvrc
-from resnet_tf.data import augment, decode
+from resnet_tf.data import decode
 from detection.data import reasons as R
 from resnet_tf.data.pipeline import decoded_examples
 from resnet_tf.data.sources import open_source
@@ -138,20 +138,6 @@ def test_exif_variants_big_endian_after_other_segments_and_malformed(photo):
     for o in range(1, 9):
         path_data = encode(photo, "PNG" if o % 2 else "JPEG", o)
         assert pil_displayed(path_data).shape[:2] == tf_decode(path_data).shape[:2]
-
-
-def test_windowed_training_decode_turns_too(photo):
-    """The ImageNet training view decodes only a JPEG's crop window; for a
-    turned JPEG it must crop the displayed image, not the stored one."""
-    big = np.asarray(Image.fromarray(photo).resize((160, 96)))
-    data = tf.constant(encode(big, "JPEG", 6))
-    fmt, _ = decode.check_image_bytes(data)
-    seeds = [tf.constant([1, 2]), tf.constant([3, 4])]
-    windowed = augment.decode_random_scale_crop(data, fmt, *seeds, 32, 40, 48)
-    whole = augment.random_scale_crop(decode.decode_checked(data, fmt), *seeds, 32, 40, 48)
-    np.testing.assert_allclose(windowed.numpy(), whole.numpy(), atol=1e-3)
-    stored = augment.random_scale_crop(tf.constant(big), *seeds, 32, 40, 48)
-    assert np.abs(windowed.numpy() - stored.numpy()).mean() > 5
 
 
 def test_case_image_decodes_turned_in_every_path():

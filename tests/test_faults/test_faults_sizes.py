@@ -93,19 +93,6 @@ def test_classifier_views_take_any_size_in_graph_mode(prep):
             assert min(v.shape[:2]) == scale and v.shape[2] == 3, (h, w)
 
 
-def test_training_view_from_jpeg_bytes_takes_any_size():
-    from resnet_tf.data import decode
-
-    def view(contents):
-        fmt, _ = decode.check_image_bytes(contents)
-        return IMAGENET.train_view_from_bytes(contents, fmt, SEED, MEAN)
-
-    assert IMAGENET.decodes_in_view
-    fn = tf.function(view, input_signature=[tf.TensorSpec([], tf.string)])
-    for h, w in SIZES:
-        assert fn(jpeg_bytes(image_of(h, w))).shape == (32, 32, 3), (h, w)
-
-
 def test_crop_views_equal_resize_then_crop():
     """The windowed resampling is the resize-then-crop of the paper (to float
     rounding): the centre, the 10 crops and the fixed-scale training crop
