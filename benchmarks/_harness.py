@@ -15,6 +15,14 @@ import sys
 import time
 
 
+def shared_data(*parts):
+    """A path under the shared data: ``$RESNET_TF_DATA`` if set, else
+    ``../shared/data`` beside the repository."""
+    root = os.environ.get("RESNET_TF_DATA") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+    return os.path.join(root, *parts)
+
+
 def machine_summary():
     cpu = platform.processor() or "unknown cpu"
     try:

@@ -10,9 +10,11 @@ Each a small unit with its own tests:
     heads.py         RPN head; conv5_x RoI head (resnet_tf.blocks, classifier names)
     losses.py        RPN and head losses as named scalars
     model.py         FasterRCNN: wiring; compute_loss calls targets.py, so model.fit trains it
+    refine.py        Table 9 box refinement (second head pass, NMS 0.3, box voting)
+    multiscale.py    Table 9 multi-scale testing (pyramid, two scales near 224^2, maxout)
     data/voc.py, coco.py, tfds.py  PASCAL VOC XML, COCO JSON, TFDS (voc, coco);
                      boxes clipped, degenerate ones dropped, bad entries counted
-    data/pipeline.py resize (600/1000), flip, mean, fixed-size padding
+    data/pipeline.py resize (600/1000), flip, mean, padding to aspect-ratio canvases
     data/sources.py  voc:PATH[:SPLIT], coco:PATH[:SPLIT], tfds:NAME[:SPLIT], synthetic
     metrics/         VOC mAP (11-point and area), COCO AP (pycocotools)
     model_dir.py     the detector directory: save_detector, load_detector

@@ -9,6 +9,7 @@ The work happens in ``detection.train.train_detector`` and
 ``detection.evaluate``; these functions only parse flags and print.
 """
 
+import argparse
 import json
 
 from resnet_tf.cli import (add_data_options, add_precision_and_strategy, add_strict,
@@ -17,6 +18,20 @@ from resnet_tf.cli import (add_data_options, add_precision_and_strategy, add_str
 
 DETECTION_DATA = ("voc:PATH[:SPLIT], coco:PATH[:SPLIT], tfds:NAME[:SPLIT] (voc/2007, "
                   "voc/2012, coco/2017) or synthetic")
+
+
+def int_list(text):
+    """argparse type: "400,500,600" -> (400, 500, 600); anything else is a
+    usage error naming the value."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of positive integers "
+            f"(pixels), e.g. 400,500,600")
+    return values
 
 
 def add_detector_commands(tasks):
@@ -42,13 +57,37 @@ def add_detector_commands(tasks):
     p.add_argument("--learning-rate", type=float, default=0.001)
     p.add_argument("--shorter-side", type=int, default=600)
     p.add_argument("--max-side", type=int, default=1000)
+    p.add_argument("--train-scales", type=int_list,
+                   help="multi-scale training: shorter sides drawn at random per image, "
+                   "e.g. 480,576,688,864,1000 (default: --shorter-side only); evaluation "
+                   "uses --shorter-side")
+    p.add_argument("--batching", choices=["grouped", "square"], default="grouped",
+                   help="grouped (default): batches of one aspect ratio, padded to their "
+                   "bucket's canvas; square: every image padded to a --max-side square")
     p.add_argument("--anchor-scales", default="128,256,512",
                    help="anchor sizes in pixels (sqrt of area), e.g. 32,64,128 for "
                    "small objects")
     p.add_argument("--rpn-batch", type=int, default=256, help="anchors sampled per image")
-    p.add_argument("--roi-batch", type=int, default=512, help="RoIs sampled per image")
+    p.add_argument("--roi-batch", type=int, default=128,
+                   help="RoIs sampled per image, a quarter foreground at most (default "
+                   "128: the original Faster R-CNN code's TRAIN.BATCH_SIZE; 512: "
+                   "detectron2's and torchvision's, about 4x the per-RoI head work)")
     p.add_argument("--pooled-size", type=int, default=14, help="RoI pooling output side")
     p.add_argument("--pooler", choices=["align", "pool"], default="align")
+    p.add_argument("--global-context", action="store_true",
+                   help="global context (the paper's Appendix B): the whole image pooled as "
+                   "one more RoI through conv5_x, its feature joined to each region's "
+                   "before the class and box layers; trained with it")
+    p.add_argument("--test-scales",
+                   help="multi-scale testing (Appendix B): shorter sides of the test-time "
+                   "image pyramid, e.g. 200,400,600,800,1000; each RoI is read at the two "
+                   "adjacent scales nearest 224x224 and merged by maxout; proposals stay "
+                   "single-scale; stored in the model, so evaluate, predict and export use it")
+    p.add_argument("--box-refinement", action="store_true",
+                   help="test-time box refinement with box voting (the paper's Appendix B): "
+                   "a second head pass on the regressed boxes, NMS at 0.3 over both "
+                   "passes, voting at IoU 0.5; stored in the model, so evaluate, predict "
+                   "and export use it (about one more RoI-head pass per image)")
     add_precision_and_strategy(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deterministic", action="store_true",
@@ -84,6 +123,8 @@ def run_train_detector(args):
 
     r = train_detector(args.data, args.out, depth=args.depth,
                        shorter_side=args.shorter_side, max_side=args.max_side,
+                       train_scales=args.train_scales,
+                       batching=args.batching,
                        deterministic=args.deterministic, data_dir=args.data_dir,
                        manual_dir=args.manual_dir, download=args.download,
                        model_kwargs=dict(
@@ -91,6 +132,9 @@ def run_train_detector(args):
                                                args.anchor_scales.split(",")),
                            rpn_batch=args.rpn_batch, roi_batch=args.roi_batch,
                            pooled_size=args.pooled_size, pooler=args.pooler,
+                           box_refinement=args.box_refinement,
+                           global_context=args.global_context,
+                           test_scales=args.test_scales or None,
                            **({"width": args.width} if args.width else {})),
                        **run_options(args))
     return print_trained(args, "Detector", r["results"])

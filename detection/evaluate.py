@@ -65,21 +65,26 @@ def detect_split(model, prep, split, batch_size=2, counter=None, capped=None):
     """
     counter = counter if counter is not None else SkipCounter(max_paths=None)
     before = counter.count
+    # prep.batching "grouped" batches images of one aspect-ratio canvas
+    # together (a few static shapes, each traced once), in another order than
+    # the split's: y["index"] puts them back.
     ds = make_detection_dataset(split.annotations, prep, training=False,
                                 batch_size=batch_size, counter=counter, images=split.images,
-                                image_bytes=split.image_bytes and split.image_bytes())
-    found = []
+                                image_bytes=split.image_bytes and split.image_bytes(),
+                                stride=model.feature_stride, with_index=True)
+    found = {}
     run = inference_function(model)
-    for x, _ in ds:
+    for x, y in ds:
         det = run(x)
         n = det["num_detections"].numpy()
         if capped is not None:
             capped.add(n)
-        for b in range(len(n)):
-            found.append({"boxes": det["boxes"].numpy()[b, :n[b]],
-                          "scores": det["scores"].numpy()[b, :n[b]],
-                          "classes": det["classes"].numpy()[b, :n[b]],
-                          "resized": x["image_sizes"].numpy()[b]})
+        for b, i in enumerate(y["index"].numpy()):
+            found[int(i)] = {"boxes": det["boxes"].numpy()[b, :n[b]],
+                             "scores": det["scores"].numpy()[b, :n[b]],
+                             "classes": det["classes"].numpy()[b, :n[b]],
+                             "resized": x["image_sizes"].numpy()[b]}
+    found = [found[i] for i in sorted(found)]
     unreadable = counter.count - before
     return _align(found, split.annotations, counter.paths[-unreadable:] if unreadable else [],
                   unreadable)

@@ -48,6 +48,10 @@ def detector_serving_model(model, prep, directory=None):
         return x
 
     def predict(batch):
+        # The batch path stays on the fixed square: the signatures stack
+        # per-image examples of one static spec (``resnet_tf.export``), one
+        # request may mix orientations, and the outputs equal the in-process
+        # single-image prediction (``predict_detector``, same square canvas).
         det = model(batch, training=False)
         count = tf.cast(det["num_detections"], tf.int32)
         valid = tf.range(tf.shape(det["scores"])[1])[None, :] < count[:, None]

@@ -2,7 +2,9 @@
 
 The RoI head reuses ``resnet_tf.blocks.apply_stage`` with the classifier's
 layer names (``conv5_block{b}_{i}_conv`` ...), so a classifier's conv5_x
-weights load into it by name (``load_backbone_weights``).
+weights load into it by name (``load_backbone_weights``). With global
+context (Appendix B) only its sibling layers grow; ``Conv5HeadParts`` runs
+conv5_x + pooling and the siblings apart (global context, multi-scale maxout).
 """
 
 import keras
@@ -15,6 +17,11 @@ from resnet_tf.weights import assign_by_name, named_weights, weighted_layers
 # freeze_at -> the layer-name prefixes kept fixed: the stem (conv1_*), then
 # also conv2_x (detectron2's MODEL.BACKBONE.FREEZE_AT, default 2 as the detector's).
 FROZEN_PREFIXES = {0: (), 1: ("conv1",), 2: ("conv1", "conv2")}
+
+# The conv5 head's input, its pooled feature, and (global context) the
+# concatenation of region and global features: the names ``Conv5HeadParts``
+# splits the head at.
+POOLED_INPUT, FEATURE_LAYER, CONTEXT_LAYER = "pooled_rois", "roi_pool_avg", "global_context"
 
 
 def build_rpn_head(in_channels=1024, num_anchors=9, conv_channels=None,
@@ -42,7 +49,7 @@ def build_rpn_head(in_channels=1024, num_anchors=9, conv_channels=None,
 
 
 def build_conv5_head(num_classes, depth=50, options=None, pooled_size=14,
-                     in_channels=None, name="roi_head", width=None):
+                     in_channels=None, name="roi_head", width=None, global_context=False):
     """conv5_x (stride 2 in its first block) on pooled RoIs, global average
     pooling, and two siblings: (K+1)-way class logits and class-specific
     box deltas (Appendix A, "RoI pooling before conv5_1").
@@ -52,8 +59,16 @@ def build_conv5_head(num_classes, depth=50, options=None, pooled_size=14,
         depth: the ImageNet depth whose conv5_x to build (18..152).
         options: ``BlockOptions`` (the detector's; BN is frozen by the model).
         width: the backbone's first-stage width (None: 64); conv5_x has 8x.
-    Input [R, pooled_size, pooled_size, C4 channels]; outputs
-    ``{"class_logits": [R, K+1], "box_deltas": [R, K, 4]}``.
+        global_context: Appendix B's global context: the siblings take each
+            region's feature concatenated with its image's global feature
+            (the whole image pooled as one more RoI through the same conv5_x
+            and pooling), so they grow from D to 2D inputs; conv5_x is
+            unchanged, and every layer keeps its name.
+    Input [R, pooled_size, pooled_size, C4 channels] (with ``global_context``
+    a dict: that as ``"pooled_rois"``, and ``"global_features"`` float
+    [R, D], D conv5_x's channels); outputs ``{"class_logits": [R, K+1],
+    "box_deltas": [R, K, 4]}``. ``Conv5HeadParts`` runs the two halves
+    (conv5_x + pooling, the siblings) on their own.
     """
     layout = zoo.stage_layout(depth, "imagenet", width)
     stage, blocks, width, strides = layout.stages[-1]
@@ -62,9 +77,14 @@ def build_conv5_head(num_classes, depth=50, options=None, pooled_size=14,
         c4_width = layout.stages[-2][2]
         in_channels = c4_width * (4 if layout.block == "bottleneck" else 1)
     reg = options.regularizer()
-    x_in = keras.Input((pooled_size, pooled_size, in_channels), name="pooled_rois")
+    x_in = keras.Input((pooled_size, pooled_size, in_channels), name=POOLED_INPUT)
     x = apply_stage(x_in, layout.block, blocks, width, strides, stage, options)
-    x = keras.layers.GlobalAveragePooling2D(name="roi_pool_avg")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=FEATURE_LAYER)(x)
+    inputs = x_in
+    if global_context:
+        g_in = keras.Input((x.shape[-1],), name="global_features")
+        inputs = {POOLED_INPUT: x_in, "global_features": g_in}
+        x = keras.layers.Concatenate(name=CONTEXT_LAYER)([x, g_in])
     cls = keras.layers.Dense(num_classes + 1, kernel_regularizer=reg, dtype="float32",
                              kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                              name="cls_logits")(x)
@@ -72,7 +92,51 @@ def build_conv5_head(num_classes, depth=50, options=None, pooled_size=14,
                              kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
                              name="box_deltas")(x)
     box = keras.layers.Reshape((num_classes, 4), name="box_deltas_per_class")(box)
-    return keras.Model(x_in, {"class_logits": cls, "box_deltas": box}, name=name)
+    return keras.Model(inputs, {"class_logits": cls, "box_deltas": box}, name=name)
+
+
+class Conv5HeadParts:
+    """The two halves of a ``build_conv5_head`` model, sharing its layers
+    (and so its weights): ``features`` (conv5_x + average pooling) and
+    ``siblings`` (the class and box layers). The detector runs them apart
+    to pool the global-context RoI and to merge scales (maxout) before the
+    siblings (Appendix B).
+
+    A plain object, not a Keras layer, so a model that holds it saves and
+    loads exactly the head's own variables (the weights file's layout is
+    unchanged by it).
+    """
+
+    def __init__(self, head):
+        self.head = head
+        self.global_context = CONTEXT_LAYER in [l.name for l in head.layers]
+        self.features = keras.Model(head.get_layer(POOLED_INPUT).output,
+                                    head.get_layer(FEATURE_LAYER).output,
+                                    name=f"{head.name}_features")
+
+    def siblings(self, features, global_features=None):
+        """Class logits and box deltas from pooled features.
+
+        Args:
+            features: float [N, D], ``features``' output.
+            global_features: float [N, D], each row's image's global feature;
+                required exactly when the head has global context.
+        Returns:
+            ``{"class_logits": float32 [N, K+1], "box_deltas": float32
+            [N, K, 4]}``.
+        Raises:
+            ValueError: ``global_features`` given to a head without context,
+                or missing for one with it.
+        """
+        if (global_features is not None) != self.global_context:
+            raise ValueError(f"the RoI head {self.head.name!r} was built with "
+                             f"global_context={self.global_context}; pass global_features "
+                             f"{'with' if self.global_context else 'only with'} it.")
+        if self.global_context:
+            features = self.head.get_layer(CONTEXT_LAYER)([features, global_features])
+        box = self.head.get_layer("box_deltas")(features)
+        return {"class_logits": self.head.get_layer("cls_logits")(features),
+                "box_deltas": self.head.get_layer("box_deltas_per_class")(box)}
 
 
 def load_backbone_weights(model, classifier):

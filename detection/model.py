@@ -8,7 +8,7 @@
 Training is the approximate joint training of Ren et al.: ``compute_loss``
 builds the targets from ``y`` with ``detection.targets`` (anchors matched at
 0.7/0.3 and sampled 256 per image, half positive at most; proposals matched
-at 0.5 and sampled 512 per image, a quarter foreground at most, ground-truth
+at 0.5 and sampled 128 per image, a quarter foreground at most, ground-truth
 boxes added to the proposals; a new sample every step from the model's
 ``SeedGenerator``), so stock ``model.fit`` trains it, and each loss is its
 own metric.
@@ -24,16 +24,18 @@ Inference output: ``{"boxes": [B, D, 4], "scores": [B, D], "classes":
 import keras
 import tensorflow as tf
 
-from detection import losses
+from detection import losses, multiscale
 from detection.anchors import AnchorGenerator
 from detection.box_coder import HEAD_WEIGHTS, RPN_WEIGHTS, BoxCoder
-from detection.heads import build_conv5_head, build_rpn_head, freeze_backbone
+from detection.heads import (Conv5HeadParts, build_conv5_head, build_rpn_head,
+                             freeze_backbone)
 from detection.matcher import head_matcher, rpn_matcher
 from detection.ops.boxes import is_valid
 from detection.ops.nms import per_class_nms
 from detection.ops.roi_align import roi_align, roi_pool
 from detection.proposals import (PROPOSALS_CAPPED, ProposalConfig, budget_full,
                                   generate_proposals)
+from detection.refine import refine_detections
 from detection.targets import label_and_sample_anchors, label_and_sample_proposals
 from resnet_tf import zoo
 from resnet_tf.backbone import apply_trunk
@@ -65,6 +67,24 @@ class FasterRCNN(keras.Model):
         weight_decay: the paper's lambda.
         score_threshold, detection_nms, max_detections: test-time per-class
             NMS settings.
+        box_refinement: test-time box refinement with box voting (Appendix
+            B, ``detection.refine``): a second head pass on each RoI's
+            regressed box, per-class NMS at ``refinement_nms`` over both
+            passes, then voting at ``voting_iou``. Off by default (it runs
+            the head twice).
+        refinement_nms, voting_iou: its NMS IoU (0.3) and least voter IoU
+            (0.5).
+        global_context: Appendix B's global context (train and test): the
+            whole image is pooled as one more RoI, run through the same
+            conv5_x and pooling, and its feature is concatenated with each
+            region's before the sibling layers (which grow from D to 2D
+            inputs). Off by default (one more RoI per image).
+        test_scales: Appendix B's multi-scale testing: increasing shorter
+            sides (the paper's 200, 400, 600, 800, 1000) of an image
+            pyramid whose C4 features the RoI head reads at test time; each
+            RoI's head feature is the maxout of its two adjacent levels
+            nearest 224 x 224 (``detection.multiscale``). Proposals still come
+            from the input scale. None (default): single-scale testing.
         seed: the sampling seed: it seeds the model's ``SeedGenerator``, which
             draws a new anchor and RoI sample every step.
         stride_on, conv_bias, bn_epsilon: the backbone layout (``ResNet``'s
@@ -75,11 +95,13 @@ class FasterRCNN(keras.Model):
 
     def __init__(self, num_classes, depth=50, class_names=None,
                  anchor_scales=(128, 256, 512), anchor_ratios=(0.5, 1.0, 2.0),
-                 rpn_batch=256, rpn_positive_fraction=0.5, roi_batch=512,
+                 rpn_batch=256, rpn_positive_fraction=0.5, roi_batch=128,
                  roi_positive_fraction=0.25, proposals=None, pooler="align",
                  pooled_size=14, frozen_bn=True, freeze_at=2, weight_decay=1e-4,
                  score_threshold=0.05, detection_nms=0.5, max_detections=100,
                  seed=0, width=None, stride_on="1x1", conv_bias=False, bn_epsilon=1e-5,
+                 global_context=False, test_scales=None,
+                 box_refinement=False, refinement_nms=0.3, voting_iou=0.5,
                  **kwargs):
         super().__init__(**kwargs)
         if num_classes < 1:
@@ -105,9 +127,16 @@ class FasterRCNN(keras.Model):
         self.score_threshold = float(score_threshold)
         self.detection_nms = float(detection_nms)
         self.max_detections = int(max_detections)
+        for name, value in (("refinement_nms", refinement_nms), ("voting_iou", voting_iou)):
+            if not 0.0 < float(value) <= 1.0:
+                raise ValueError(f"{name} must be an IoU in (0, 1], got {value!r}.")
+        self.box_refinement = bool(box_refinement)
+        self.refinement_nms, self.voting_iou = float(refinement_nms), float(voting_iou)
         self.seed = int(seed)
         self.stride_on, self.conv_bias = stride_on, bool(conv_bias)
         self.bn_epsilon = float(bn_epsilon)
+        self.global_context = bool(global_context)
+        self.test_scales = multiscale.check_scales(test_scales)
 
         # === Layers ===
         options = BlockOptions(shortcut="B", weight_decay=weight_decay, stride_on=stride_on,
@@ -122,7 +151,11 @@ class FasterRCNN(keras.Model):
         self.rpn_head = build_rpn_head(c4_channels, self.anchor_generator.num_anchors,
                                        weight_decay=weight_decay)
         self.roi_head = build_conv5_head(num_classes, depth, options, self.pooled_size,
-                                         c4_channels, width=self.width)
+                                         c4_channels, width=self.width,
+                                         global_context=self.global_context)
+        # conv5_x + pooling and the siblings, run apart (context, maxout);
+        # a plain object, so the weights file keeps its layout.
+        self.head_parts = Conv5HeadParts(self.roi_head)
         self.rpn_matcher = rpn_matcher()  # 0.7 / 0.3, each box's best anchors
         self.head_matcher = head_matcher()  # 0.5
         self.rpn_coder = BoxCoder(RPN_WEIGHTS)
@@ -161,14 +194,31 @@ class FasterRCNN(keras.Model):
         if training:
             return {"c4": c4, "objectness": rpn["objectness"], "deltas": rpn["deltas"],
                     "anchors": anchors}
+        if self.test_scales:  # the head reads the pyramid; proposals stay single-scale
+            c4 = self.feature_pyramid(images, sizes)
         return self._detect(c4, rpn, anchors, sizes)
+
+    def feature_pyramid(self, images, image_sizes):
+        """The trunk's C4 on the ``test_scales`` pyramid of ``images``
+        (float [B, H, W, 3], preprocessed and padded; ``image_sizes``
+        float32 [B, 2]), a ``multiscale.FeaturePyramid`` that
+        ``head_outputs`` takes in place of C4."""
+        levels, factors = multiscale.pyramid_images(images, image_sizes, self.test_scales)
+        return multiscale.FeaturePyramid(
+            tuple(self.trunk(level, training=False) for level in levels), factors)
 
     def head_outputs(self, c4, rois, image_sizes, training=False):
         """The RoI head on a batch of RoIs: pool each from C4, run conv5_x
         and the sibling layers (Appendix A).
 
+        With ``global_context``, each image's full box (0, 0, height, width)
+        is pooled as one more RoI and its feature joins each region's before
+        the siblings; given a ``multiscale.FeaturePyramid``, each RoI's
+        feature is the maxout of its two selected levels (Appendix B).
+
         Args:
-            c4: the trunk's C4 feature, [B, h, w, C] (stride ``feature_stride``).
+            c4: the trunk's C4 feature, [B, h, w, C] (stride ``feature_stride``),
+                or a ``multiscale.FeaturePyramid`` of it (multi-scale testing).
             rois: float32 [B, R, 4] (ymin, xmin, ymax, xmax) pixels of the
                 padded input; invalid rows (``is_valid`` false) are pooled
                 but their outputs are meaningless.
@@ -179,8 +229,37 @@ class FasterRCNN(keras.Model):
             in (image, RoI) order; box deltas are ``head_coder`` deltas of
             each RoI.
         """
-        del image_sizes  # used by the head options that look at the whole image
-        return self.roi_head(self._pool(c4, rois), training=training)
+        if not self.global_context:
+            return self.head_parts.siblings(self.region_features(c4, rois, training))
+        b, r = tf.shape(rois)[0], tf.shape(rois)[1]
+        whole = full_image_boxes(image_sizes)[:, None]  # [B, 1, 4]
+        features = self.region_features(c4, tf.concat([tf.cast(rois, tf.float32), whole], 1),
+                                        training)
+        features = tf.reshape(features, tf.stack([b, r + 1, -1]))
+        d = tf.shape(features)[-1]
+        region = tf.reshape(features[:, :r], tf.stack([-1, d]))
+        context = tf.repeat(features[:, r], r, axis=0)  # [B*R, D], image-major
+        return self.head_parts.siblings(region, context)
+
+    def region_features(self, c4, rois, training=False):
+        """conv5_x + average pooling of each RoI: float [B*R, D], rows in
+        (image, RoI) order.
+
+        Args:
+            c4: [B, h, w, C] C4, or a ``multiscale.FeaturePyramid``: then
+                each RoI is pooled at its two ``multiscale.select_scales``
+                levels and the two features are merged by maxout.
+            rois: float32 [B, R, 4] (ymin, xmin, ymax, xmax) input pixels.
+        """
+        if not isinstance(c4, multiscale.FeaturePyramid):
+            return self.head_parts.features(self._pool(c4, rois), training=training)
+        first, second = (tf.reshape(i, [-1]) for i in
+                         multiscale.select_scales(rois, c4.factors))
+        pooled = (self._pool(level, multiscale.scale_boxes(rois, c4.factors[k]))
+                  for k, level in enumerate(c4.features))
+        both = tf.concat(multiscale.take_levels(pooled, first, second), 0)
+        a, b = tf.split(self.head_parts.features(both, training=training), 2)
+        return multiscale.maxout(a, b)
 
     def decode_head(self, head, rois, image_sizes):
         """Class probabilities and class-specific boxes from ``head_outputs``.
@@ -210,6 +289,11 @@ class FasterRCNN(keras.Model):
                                         self.proposal_config, training=False)
         head = self.head_outputs(c4, rois, sizes)
         boxes, probs = self.decode_head(head, rois, sizes)
+        if self.box_refinement:
+            return refine_detections(self.head_outputs, self.decode_head, c4, rois, boxes,
+                                     probs, sizes, max_detections=self.max_detections,
+                                     score_threshold=self.score_threshold,
+                                     nms_iou=self.refinement_nms, voting_iou=self.voting_iou)
         det_boxes, scores, classes, count = per_class_nms(
             boxes, probs, self.max_detections, self.max_detections,
             iou_threshold=self.detection_nms, score_threshold=self.score_threshold)
@@ -281,9 +365,20 @@ class FasterRCNN(keras.Model):
             "score_threshold": self.score_threshold, "detection_nms": self.detection_nms,
             "max_detections": self.max_detections, "seed": self.seed, "name": self.name,
             "stride_on": self.stride_on, "conv_bias": self.conv_bias,
-            "bn_epsilon": self.bn_epsilon,
+            "bn_epsilon": self.bn_epsilon, "global_context": self.global_context,
+            "test_scales": list(self.test_scales) if self.test_scales else None,
+            "box_refinement": self.box_refinement,
+            "refinement_nms": self.refinement_nms, "voting_iou": self.voting_iou,
         }
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def full_image_boxes(image_sizes):
+    """float32 [B, 4] (0, 0, height, width): each image's whole unpadded
+    extent as a box, from ``image_sizes`` float [B, 2] (the global-context
+    RoI, Appendix B)."""
+    hw = tf.cast(image_sizes, tf.float32)
+    return tf.concat([tf.zeros_like(hw), hw], -1)

@@ -1,8 +1,10 @@
 """Balanced sampling of positives and negatives for a minibatch.
 
 RPN: 256 anchors per image, at most half positive (Ren et al. Sec. 3.1.3);
-head: 512 RoIs per image, at most a quarter foreground (Fast R-CNN Sec. 2.3
-samples 64 of 128 with 25% foreground; detectron2 and torchvision 512).
+head: 128 RoIs per image by default, at most a quarter foreground (the
+original Faster R-CNN code's ``TRAIN.BATCH_SIZE = 128``, ``FG_FRACTION =
+0.25``; Fast R-CNN Sec. 2.3 samples 64 per image, two images a batch;
+detectron2 and torchvision sample 512, ``--roi-batch 512``).
 Fixed-size: random priorities, then ``top_k``, so the graph has static
 shapes. The randomness comes from ``seed``: a ``keras.random.SeedGenerator``
 advances its state on every call (also inside a compiled train step), so
@@ -39,7 +41,10 @@ def sample_balanced(labels, num_samples, positive_fraction, seed):
     pos = ops.equal(labels, POSITIVE)
     neg = ops.equal(labels, NEGATIVE)
     m = labels.shape[-1]
-    k = min(int(num_samples), m)
+    # Static where the count is (one canvas); a tensor where batches change
+    # canvas (aspect-ratio grouped batches, detection.data.pipeline).
+    k = min(int(num_samples), m) if m is not None else ops.minimum(
+        int(num_samples), ops.shape(labels)[-1])
     num_pos = ops.minimum(ops.sum(ops.cast(pos, "int32"), axis=-1),
                           int(num_samples * positive_fraction))
     num_neg = ops.minimum(ops.sum(ops.cast(neg, "int32"), axis=-1), k - num_pos)

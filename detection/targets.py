@@ -105,8 +105,9 @@ def label_and_sample_proposals(proposals, gt_boxes, gt_classes, matcher, coder,
     Faster R-CNN's head training (Fast R-CNN Sec. 2.3): a proposal is
     foreground (its matched box's class) at IoU >= 0.5 and background below
     (``detection.matcher.head_matcher``); each image samples ``num_samples``
-    RoIs, at most ``positive_fraction`` foreground (the paper's 25%; 512 per
-    image is detectron2's and torchvision's default, py-faster-rcnn's 128).
+    RoIs, at most ``positive_fraction`` foreground (the paper's 25%; the
+    detector's default 128 per image is the original Faster R-CNN code's
+    ``TRAIN.BATCH_SIZE``, 512 detectron2's and torchvision's).
     The ground-truth boxes join the proposals first, so every image has
     foreground to learn from early on (py-faster-rcnn, detectron2
     ``proposal_append_gt``).

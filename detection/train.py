@@ -24,7 +24,8 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
                    iterations=None, batch_size=2, learning_rate=0.001,
                    decay_fraction=0.75, warmup_iterations=100, momentum=0.9,
                    weight_decay=1e-4, clipnorm=None, policy="float32", strategy=None,
-                   shorter_side=600, max_side=1000, flip=True, seed=0,
+                   shorter_side=600, max_side=1000, flip=True, train_scales=None,
+                   batching="grouped", seed=0,
                    deterministic=False, auto_shard="data", backup_every=None,
                    model_kwargs=None, extra_callbacks=(), verbose=1, **source_kwargs):
     """Train a detector.
@@ -53,6 +54,9 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
             minutes, ``resnet_tf.runner.backup_policy``); a killed run
             resumes from the last backup, at that step
             of the same data stream.
+        train_scales, batching: ``DetectionPreprocessing``'s (multi-scale
+            training, off by default; aspect-ratio grouped batches or the
+            square), recorded in the directory's ``preprocessing``.
         model_kwargs: ``FasterRCNN`` arguments; ``max_detections`` left out
             is the larger of 100 and the split's most boxes in one image.
     Every box of every image trains (targets padded to the split's largest
@@ -98,6 +102,7 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
     if kwargs.get("max_detections") is None and most > 100:
         kwargs["max_detections"] = most
     prep = DetectionPreprocessing(shorter_side=shorter_side, max_side=max_side, flip=flip,
+                                  train_scales=train_scales, batching=batching,
                                   **({"mean_rgb": mean_rgb} if mean_rgb else {}))
     counter = SkipCounter()
 
@@ -107,8 +112,8 @@ def train_detector(data, out_dir, *, init_from=None, depth=50, epochs=None,
         ds = make_detection_dataset(train.annotations, prep, training=True,
                                     batch_size=batch_size, seed=seed, counter=counter,
                                     images=train.images,
-                                    image_bytes=train.image_bytes and train.image_bytes()
-                                    ).repeat()
+                                    image_bytes=train.image_bytes and train.image_bytes(),
+                                    repeat=True)
         return run.shard(ds.skip(step) if step else ds)
 
     plan = run.plan(len(train.annotations), batch_size, default_epochs=20, what=data)

@@ -14,12 +14,14 @@
     cli.py           resnet-tf {train,evaluate,predict} localizer
 
 Importing the package registers every Keras object it serializes
-(``Localizer``, ``PerClassRPNHead``).
+(``Localizer``, ``PerClassRPNHead``, ``RegionClassifier``).
 
-Not built: the paper's second stage (RPN+RCNN: the top proposals re-scored by
-per-class heads on 224 x 224 warps, Table 13's 14.4% -> 10.6%).
+The second stage (RPN+R-CNN, Table 13): ``rcnn.py`` (the R-CNN on warped
+proposals, ``top_proposals``), ``data/rcnn.py`` (warped crops, IoU labels,
+RoI-centric batches), ``rcnn_train.py`` (``resnet-tf train localizer --stage
+rcnn``); ``evaluate.TwoStageTester`` and the export serve both stages.
 """
 
 # Registered Keras objects (keras.saving.register_keras_serializable): a
 # Localizer config or saved model loads after `import localization` alone.
-from localization import head as _head, model as _model  # noqa: E402,F401
+from localization import head as _head, model as _model, rcnn as _rcnn  # noqa: E402,F401

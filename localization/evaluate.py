@@ -12,14 +12,17 @@ treatment for the oracle error.
 """
 
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
 
 from localization.data.pipeline import pad_boxes, test_examples, test_views
+from localization.data.rcnn import region_view, warp_regions
 from localization.data.sources import open_localization_source
 from localization.metrics import localization_errors, oracle_error
-from localization.model_dir import load_localizer
+from localization.model_dir import load_localizer_stages
+from localization.rcnn import top_proposals
 from resnet_tf.data.decode import SkipCounter, read_image_file
 from resnet_tf.data.labels import label_map_for
 from resnet_tf.evaluate import inference_function, merged_reasons, unreadable_error
@@ -43,8 +46,9 @@ class Tester:
     """
 
     def __init__(self, model, prep, mean_image=None, scales=None, multiscale=False,
-                 flip=False, top_k=5):
+                 flip=False, top_k=5, num_proposals=0):
         self.model, self.prep = model, prep
+        self.num_proposals = int(num_proposals or 0)
         self.mean = None if mean_image is None else tf.constant(mean_image, tf.float32)
         self.scales = tuple(int(s) for s in (scales or (prep.multiscale if multiscale
                                                        else (prep.crop_size,))))
@@ -53,6 +57,10 @@ class Tester:
         self._forward = inference_function(lambda x: (model.classify(x),
                                                        model.features(x)))
         self._localize = inference_function(lambda f, c, hw: model.localize(f, c, hw))
+        if self.num_proposals:
+            n = self.num_proposals
+            self._propose = inference_function(
+                lambda f, c, hw: top_proposals(model, f, c, hw, n))
 
     def __call__(self, image, extra_classes=()):
         """Localize one uint8 [H, W, 3] image.
@@ -60,6 +68,10 @@ class Tester:
         Returns a dict: ``probabilities`` [C], ``classes`` [k] (ranked),
         ``scores`` [k], ``boxes`` [k, 4] (original pixels); and for
         ``extra_classes`` (e.g. the ground-truth class) ``extra_boxes`` [E, 4].
+        With ``num_proposals`` N, also ``proposal_classes`` [k + E] (the
+        ranked classes, then the extra ones) and their first-stage top boxes
+        over every view, ``proposals`` [k + E, N, 4] (original pixels) and
+        ``proposal_scores`` [k + E, N], best first.
         """
         return self.many([image], [extra_classes])[0]
 
@@ -106,28 +118,161 @@ class Tester:
         h, w = int(images[0].shape[0]), int(images[0].shape[1])
         best_score = np.full(classes.shape, -np.inf)
         best_box = np.zeros(classes.shape + (4,), np.float32)
+        prop_scores, prop_boxes = [], []
         for (x, factor, flipped), (_, feats) in zip(batches, outs):
             hw = tf.shape(x)[1:3]
+
+            def to_original(boxes):
+                if flipped:
+                    vw = float(hw[1])
+                    boxes = np.stack([boxes[..., 0], vw - boxes[..., 3], boxes[..., 2],
+                                      vw - boxes[..., 1]], -1)
+                sy, sx = np.asarray(factor)
+                boxes = boxes / np.array([sy, sx, sy, sx], np.float32)
+                return np.clip(boxes, 0, [h, w, h, w])
+
             scores, boxes = self._localize(feats, tf.constant(classes), hw)
-            scores, boxes = np.asarray(scores), np.asarray(boxes)
-            if flipped:
-                vw = float(hw[1])
-                boxes = np.stack([boxes[..., 0], vw - boxes[..., 3], boxes[..., 2],
-                                  vw - boxes[..., 1]], -1)
-            sy, sx = np.asarray(factor)
-            boxes = boxes / np.array([sy, sx, sy, sx], np.float32)
-            boxes = np.clip(boxes, 0, [h, w, h, w])
+            scores, boxes = np.asarray(scores), to_original(np.asarray(boxes))
             better = scores > best_score
             best_score[better], best_box[better] = scores[better], boxes[better]
+            if self.num_proposals:
+                s, b = self._propose(feats, tf.constant(classes), hw)
+                prop_scores.append(np.asarray(s))
+                prop_boxes.append(to_original(np.asarray(b)))
         k = ranked.shape[1]
-        return [{"probabilities": probs[i], "classes": classes[i, :k],
-                 "scores": best_score[i, :k], "boxes": best_box[i, :k],
-                 "extra_boxes": best_box[i, k:]} for i in range(n)]
+        out = [{"probabilities": probs[i], "classes": classes[i, :k],
+                "scores": best_score[i, :k], "boxes": best_box[i, :k],
+                "extra_boxes": best_box[i, k:]} for i in range(n)]
+        if self.num_proposals:
+            # Every view's boxes of a class, best first, the first N kept.
+            s, b = np.concatenate(prop_scores, 2), np.concatenate(prop_boxes, 2)
+            top = np.argsort(-s, axis=2, kind="stable")[..., :self.num_proposals]
+            s = np.take_along_axis(s, top, 2)
+            b = np.take_along_axis(b, top[..., None], 2)
+            for i, r in enumerate(out):
+                r.update(proposal_classes=classes[i], proposals=b[i], proposal_scores=s[i])
+        return out
+
+
+class TwoStageTester(Tester):
+    """RPN+R-CNN testing (Appendix C): ``Tester``'s first stage, whose top
+    ``num_proposals`` boxes of each class (the top-k and the extra classes)
+    the ``rcnn`` (``localization.rcnn.RegionClassifier``) rescores and
+    regresses; each class's answer is its best rescored box. Regions are
+    cropped from the region view (shorter side ``prep.crop_size``,
+    ``localization.data.rcnn.region_view``) and warped to the R-CNN's
+    ``warp_size``, ``region_batch`` at a time.
+
+    Results as ``Tester``'s, with ``scores`` / ``boxes`` / ``extra_boxes``
+    the second stage's (score: the R-CNN's softmax probability of the
+    class) and the first stage's kept as ``rpn_scores``, ``rpn_boxes``,
+    ``rpn_extra_boxes``.
+    """
+
+    def __init__(self, model, rcnn, prep, mean_image=None, scales=None, multiscale=False,
+                 flip=False, top_k=5, num_proposals=200, region_batch=256):
+        super().__init__(model, prep, mean_image, scales, multiscale, flip, top_k,
+                         num_proposals=num_proposals)
+        self.rcnn, self.region_batch = rcnn, int(region_batch)
+        self._head = inference_function(rcnn)
+        self._rescore = inference_function(lambda head, c, b, hw: rcnn.rescore(head, c, b, hw))
+
+    def _same_size(self, images, extras):
+        results = super()._same_size(images, extras)
+        for image, r in zip(images, results):
+            self._second_stage(image, r)
+        return results
+
+    def _second_stage(self, image, r):
+        scores, boxes = rescore_proposals(
+            self.rcnn, image, r["proposals"], r["proposal_classes"], self.prep.crop_size,
+            self.mean if self.prep.mean_subtraction else None, self.region_batch,
+            functions=(self._head, self._rescore))
+        e = len(scores)
+        best = np.argmax(scores, axis=1)
+        k = len(r["classes"])
+        box = boxes[np.arange(e), best]
+        r.update(rpn_scores=r["scores"], rpn_boxes=r["boxes"],
+                 rpn_extra_boxes=r["extra_boxes"], scores=scores[np.arange(e), best][:k],
+                 boxes=box[:k], extra_boxes=box[k:])
+
+
+def rescore_proposals(rcnn, image, proposals, classes, view_side, mean_image=None,
+                      region_batch=256, functions=None):
+    """The second stage on one image: every proposal cropped from the region
+    view (``region_view``, shorter side ``view_side``), warped
+    (``warp_regions``), scored for its class and regressed by ``rcnn``.
+
+    Args:
+        rcnn: a ``RegionClassifier``.
+        image: uint8 [H, W, 3].
+        proposals: float [E, N, 4] original pixels: N boxes for each of E
+            classes.
+        classes: int [E].
+        mean_image: float32 [S, S, 3] or None (subtracted from the warps).
+        region_batch: regions per network call.
+        functions: the compiled ``(head, rescore)`` pair to reuse (a tester's).
+    Returns:
+        ``(scores float32 [E, N] the R-CNN's probability of each box's
+        class, boxes float32 [E, N, 4] regressed, original pixels, clipped)``.
+    """
+    if functions is None:
+        functions = getattr(rcnn, "_resnet_tf_rescore", None)
+        if functions is None:  # compiled once per model (untracked by Keras)
+            functions = (inference_function(rcnn), inference_function(
+                lambda hd, c, b, hw: rcnn.rescore(hd, c, b, hw)))
+            object.__setattr__(rcnn, "_resnet_tf_rescore", functions)
+    head, rescore = functions
+    proposals = np.asarray(proposals, np.float32)
+    e, n = proposals.shape[:2]
+    view, factor = region_view(image, view_side)
+    scale = np.tile(np.asarray(factor, np.float32), 2)
+    boxes = proposals.reshape(-1, 4) * scale
+    per_box = np.repeat(np.asarray(classes, np.int32).reshape(-1), n)
+    hw = tf.shape(view)[:2]
+    scores, out = [], []
+    for start in range(0, len(boxes), int(region_batch)):
+        b = tf.constant(boxes[start:start + int(region_batch)])
+        x = warp_regions(view, b, rcnn.warp_size, mean_image)
+        sc, o = rescore(head(x), tf.constant(per_box[start:start + int(region_batch)]), b, hw)
+        scores.append(np.asarray(sc))
+        out.append(np.asarray(o))
+    h, w = int(image.shape[0]), int(image.shape[1])
+    out = np.clip(np.concatenate(out).reshape(e, n, 4) / scale, 0, [h, w, h, w])
+    return np.concatenate(scores).reshape(e, n), out.astype(np.float32)
+
+
+def make_tester(directory, *, stage=None, num_proposals=None, **kwargs):
+    """``(tester, meta)`` for either kind of localizer directory
+    (``load_localizer_stages``): a ``Tester`` for a first-stage directory or
+    with ``stage="rpn"``, else a ``TwoStageTester`` rescoring
+    ``num_proposals`` boxes per class (default: the directory's record).
+    ``kwargs`` go to the tester (scales, multiscale, flip, top_k).
+
+    Raises:
+        ValueError: an unknown ``stage``, or ``stage="rcnn"`` for a
+        first-stage directory.
+    """
+    if stage not in (None, "rpn", "rcnn"):
+        raise ValueError(f"stage must be 'rpn' or 'rcnn', got {stage!r}.")
+    model, rcnn, prep, mean, meta = load_localizer_stages(directory)
+    if stage == "rcnn" and rcnn is None:
+        raise ValueError(f"{directory} is a first-stage (RPN) localizer; train its second "
+                         "stage with `resnet-tf train localizer --stage rcnn --init-from "
+                         f"{directory}`.")
+    if rcnn is None or stage == "rpn":
+        tester = Tester(model, prep, mean, **kwargs)
+        tester.stage = "rpn"
+    else:
+        tester = TwoStageTester(model, rcnn, prep, mean, **kwargs,
+                                num_proposals=num_proposals or meta.get("num_proposals", 200))
+        tester.stage = "rcnn"
+    return tester, meta
 
 
 def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=False,
                        top_k=5, max_images=None, per_image=False, strict=False,
-                       **source_kwargs):
+                       stage=None, num_proposals=None, **source_kwargs):
     """ILSVRC localization errors of a localizer directory on ``data``'s
     evaluation split (``ilsvrc-loc:PATH`` uses ``val``, or its one CSV).
 
@@ -142,6 +287,11 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
     the errors over the readable images alone. With ``strict``, any unreadable image is an
     error (ValueError naming them) instead.
 
+    A second-stage directory is tested RPN+R-CNN (``TwoStageTester``, its
+    ``num_proposals`` boxes per class, or this argument's); ``stage="rpn"``
+    tests its first stage alone. The result's ``stage`` says which, and
+    ``seconds_per_image`` the testing time (decoding included).
+
     Returns a dict: images (all evaluated, unreadable included),
     readable_images, unreadable_images, unreadable_objects (their
     ground-truth boxes), unreadable_paths, skipped_by_reason, top1/top5
@@ -151,7 +301,8 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
     image (path, label, classes, scores, boxes in original pixels,
     oracle_box; ``unreadable: True`` and no guesses for an unreadable one).
     """
-    model, prep, mean, meta = load_localizer(directory)
+    tester, meta = make_tester(directory, stage=stage, num_proposals=num_proposals,
+                               scales=scales, multiscale=multiscale, flip=flip, top_k=top_k)
     source = open_localization_source(data, class_names=meta["class_names"],
                                       **source_kwargs)
     split = source.split("eval")
@@ -164,7 +315,7 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
             else split.annotations)
     images = split.images[:len(anns)] if split.images is not None else None
     counter = SkipCounter(max_paths=None)
-    tester = Tester(model, prep, mean, scales, multiscale, flip, top_k)
+    t0 = time.perf_counter()
     found = {}  # path -> (guess, oracle box, per-image row)
     pending = []
 
@@ -187,6 +338,7 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
             flush()
     if pending:
         flush()
+    seconds = time.perf_counter() - t0
     decoded = len(anns)
     anns = [m.annotation for m in missed] + list(anns)
     labels = pad_boxes(anns, label_map)[0]
@@ -225,6 +377,8 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
            "skipped_by_reason": merged_reasons(counter, missed), "skipped_images": len(lost),
            "scored_paths": len({a.path for a in anns}),
            "scales": list(tester.scales), "flip": flip, "top_k": top_k,
+           "stage": tester.stage, "num_proposals": tester.num_proposals or None,
+           "seconds_per_image": seconds / max(1, decoded),
            "oracle_loc_error": oracle_error(oracle_boxes, truth),
            "oracle_loc_error_readable": oracle_error([oracle_boxes[i] for i in keep],
                                                      [truth[i] for i in keep]),
@@ -254,13 +408,16 @@ def missed_in_order(report, max_images=None):
     return out
 
 
-def predict_localizer(directory, paths, *, multiscale=False, top_k=5):
+def predict_localizer(directory, paths, *, multiscale=False, top_k=5, stage=None,
+                      num_proposals=None):
     """Top-k classes and their boxes for image files: one dict per file with
     ``predictions`` [{class, name, probability, score, box (ymin, xmin, ymax,
-    xmax) original pixels}]; unreadable files get ``error``."""
-    model, prep, mean, meta = load_localizer(directory)
+    xmax) original pixels}]; unreadable files get ``error``. Either kind of
+    localizer directory (``make_tester``; ``score`` is the R-CNN's
+    probability for a second-stage one)."""
+    tester, meta = make_tester(directory, stage=stage, num_proposals=num_proposals,
+                               multiscale=multiscale, top_k=top_k)
     names = meta.get("display_names") or meta["class_names"]
-    tester = Tester(model, prep, mean, multiscale=multiscale, top_k=top_k)
     rows = []
     for path in paths:
         image, error = read_image_file(path)

@@ -123,12 +123,7 @@ class Localizer(keras.Model):
         # === Layers ===
         self.classifier = ResNet(**{**cfg, "input_shape": None, "name": "classifier"})
         self.classifier.trainable = False  # its predictions are kept as they are
-        options = BlockOptions(
-            shortcut=(cfg.get("shortcut") or layout.default_shortcut)
-            if cfg.get("residual", True) else "none",
-            stride_on=cfg.get("stride_on", "1x1"), conv_bias=cfg.get("conv_bias", False),
-            weight_decay=weight_decay, bn_momentum=cfg.get("bn_momentum", 0.9),
-            bn_epsilon=cfg.get("bn_epsilon", 1e-5))
+        options = BlockOptions.of_classifier(cfg, layout, weight_decay)
         images = keras.Input((None, None, 3), name="images")
         features = apply_trunk(images, layout, options, last_level=level)[level]
         self.trunk = keras.Model(images, features, name="trunk")

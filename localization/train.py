@@ -101,22 +101,12 @@ def train_localizer(data, out_dir, *, init_from, epochs=None, iterations=None,
                 f"{anchors_per_image} anchors per image, lr {learning_rate:g} (/10 at "
                 f"{lr_schedule.boundaries[0]})")
 
-    skipped = SkippedImagesReport({"train": counter})
-    model, hist = run.fine_tune(build_model, train_stream, learning_rate=learning_rate,
-                                momentum=momentum, clipnorm=clipnorm,
-                                decay_fraction=decay_fraction,
-                                warmup_iterations=warmup_iterations,
-                                first_callbacks=[skipped], extra_callbacks=extra_callbacks,
-                                describe=describe, verbose=verbose)
-    caps = count_caps(train.annotations)
-    print(format_caps(caps), flush=True)
-    results = {"epochs": plan.epochs, "iterations": plan.iterations,
-               "train_seconds": round(time.time() - t0, 1),
-               "skipped_images": skipped.totals["train"],
-               "skipped_images_by_reason": counter.by_reason,
-               "final_loss": hist["loss"][-1] if hist.get("loss") else None,
-               "data_report": train.report.to_dict() if train.report else None,
-               "caps": caps}
+    model, hist, results = fit_counted(run, build_model, train_stream, counter, train, plan, t0,
+                                       describe, learning_rate=learning_rate,
+                                       momentum=momentum, clipnorm=clipnorm,
+                                       decay_fraction=decay_fraction,
+                                       warmup_iterations=warmup_iterations,
+                                       extra_callbacks=extra_callbacks, verbose=verbose)
     save_localizer(run.directory, model, clf.preprocessing, clf.mean_image, results=results,
                    display_names=_display_names(source, clf.class_names),
                    training=run.record(data=data, init_from=init_from,
@@ -131,3 +121,38 @@ def _display_names(source, class_names):
         return None
     by_wnid = dict(zip(source.class_names, names))
     return [by_wnid.get(n, n) for n in class_names]
+
+
+def fit_counted(run, build_model, train_stream, counter, train, plan, t0, describe,
+                **fit_options):
+    """``run.fine_tune`` with the skipped-images report first among the
+    callbacks, then the caps printed; shared by both localizer stages.
+
+    Args:
+        run: the ``resnet_tf.runner.TrainingRun``.
+        build_model, train_stream, describe: as ``TrainingRun.fine_tune``.
+        counter: the training stream's ``SkipCounter``.
+        train: the training split (its ``annotations`` and ``report``).
+        plan: the run's schedule (``epochs``, ``iterations``).
+        t0: ``time.time()`` at the start of the command (seconds).
+        **fit_options: the rest of ``fine_tune``'s keyword arguments.
+    Returns:
+        ``(model, history, results)``: the trained model, ``fit``'s history
+        dict, and the directory's results
+        record (epochs, iterations, train_seconds, skipped images by reason,
+        final loss, the data report and the caps).
+    """
+    skipped = SkippedImagesReport({"train": counter})
+    model, hist = run.fine_tune(build_model, train_stream, first_callbacks=[skipped],
+                                describe=describe, **fit_options)
+    caps = count_caps(train.annotations)
+    print(format_caps(caps), flush=True)
+    results = {"epochs": plan.epochs, "iterations": plan.iterations,
+               "train_seconds": round(time.time() - t0, 1),
+               "skipped_images": skipped.totals["train"],
+               "skipped_images_by_reason": counter.by_reason,
+               "final_loss": hist["loss"][-1] if hist.get("loss") else None,
+               "data_report": train.report.to_dict() if train.report else None,
+               "caps": caps}
+    return model, hist, results
+

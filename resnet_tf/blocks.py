@@ -83,6 +83,21 @@ class BlockOptions:
             return None
         return keras.regularizers.L2(self.weight_decay / 2.0)
 
+    @classmethod
+    def of_classifier(cls, config, layout, weight_decay):
+        """The options of a classifier built from ``config`` (a ``ResNet``
+        ``get_config()`` dict), for a network that reuses its layers and
+        weights (the localizer's trunk, the R-CNN second stage), with its
+        own ``weight_decay``. ``layout`` is the classifier's
+        ``zoo.StageLayout`` (its default shortcut)."""
+        return cls(
+            shortcut=(config.get("shortcut") or layout.default_shortcut)
+            if config.get("residual", True) else "none",
+            stride_on=config.get("stride_on", "1x1"),
+            conv_bias=config.get("conv_bias", False), weight_decay=weight_decay,
+            bn_momentum=config.get("bn_momentum", 0.9),
+            bn_epsilon=config.get("bn_epsilon", 1e-5))
+
 
 def apply_conv_bn(x, filters, kernel_size, strides, name, options, relu=True,
                   zero_gamma=False):

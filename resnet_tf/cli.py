@@ -21,6 +21,8 @@ notebooks call directly.
 import json
 import sys
 
+from resnet_tf.precision import AUTO, PRECISIONS
+
 
 def add_classifier_commands(tasks):
     """Add ``classifier`` to ``tasks["import"]``, ``tasks["train"]``,
@@ -35,10 +37,11 @@ def add_classifier_commands(tasks):
 def add_precision_and_strategy(p):
     """``--precision`` (Keras dtype policy), ``--strategy`` (tf.distribute),
     ``--auto-shard`` and ``--backup-every``, shared by every ``train`` command."""
-    p.add_argument("--precision", "--policy", dest="policy", default="float32",
-                   choices=["float32", "mixed_bfloat16", "mixed_float16"],
-                   help="float32 (default; the fastest on CPUs without AMX), "
-                   "mixed_bfloat16 (GPUs, TPUs, CPUs with AMX), mixed_float16 (GPUs)")
+    p.add_argument("--precision", "--policy", dest="policy", default=AUTO,
+                   choices=PRECISIONS,
+                   help="auto (default: mixed_bfloat16 on a GPU or a CPU with AMX, "
+                   "float32 elsewhere; the choice is printed and recorded), float32, "
+                   "mixed_bfloat16, mixed_float16 (GPUs)")
     p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"],
                    help="mirrored: all local GPUs; multiworker: the machines of "
                    "TF_CONFIG. --batch-size is the global batch")

@@ -14,11 +14,27 @@ from the global policy, and a model directory's files do not carry it (the
 models' configs are their constructors' arguments), so every model
 directory records it in ``resnet_tf.json`` ("policy", ``model_policy``)
 and its loader rebuilds the model inside ``policy_scope`` of it.
+
+``--precision auto`` (the CLI's default) picks the policy that trains
+fastest on the machine (``choose_precision``, a pure function of the
+machine's CPU flags and GPUs; ``resolve_precision`` reads this machine):
+mixed_bfloat16 where bfloat16 runs on matrix hardware (a GPU of compute
+capability 8.0 or more, or a CPU with AMX, ``amx_bf16`` in /proc/cpuinfo:
+ResNet-50 trains 1.72x faster there, benchmarks/RESULTS.md), float32
+elsewhere (a CPU without AMX runs bfloat16 convolutions 1.4-2.2x slower
+than float32 ones). The trainers resolve it once, in
+``resnet_tf.runner.TrainingRun``, print the choice and its reason, and the
+model directory's ``training`` record keeps both ("requested_policy":
+"auto", "policy": the one used).
 """
 
 import contextlib
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+AUTO = "auto"
+PRECISIONS = (AUTO,) + POLICIES  # what ``--precision`` accepts
+# bfloat16 matrix units (tensor cores) start with Ampere, compute capability 8.0.
+BF16_MIN_COMPUTE_CAPABILITY = (8, 0)
 
 _FAST_PATHS = True
 
@@ -73,6 +89,84 @@ def model_policy(model):
     return model.dtype_policy.name
 
 
+def parse_cpu_flags(cpuinfo):
+    """The CPU flags in ``cpuinfo`` (the text of /proc/cpuinfo): a set of
+    str from its first "flags" line, or None where it has none (another
+    OS's format, or no text)."""
+    for line in (cpuinfo or "").splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def choose_precision(cpuinfo, gpus):
+    """What ``--precision auto`` resolves to on a machine, and why.
+
+    Args:
+        cpuinfo: str, the text of /proc/cpuinfo, or None where it cannot be
+            read.
+        gpus: the GPUs TensorFlow sees: a list of ``(name, compute
+            capability)``, the capability a ``(major, minor)`` tuple or None
+            where unknown.
+    Returns:
+        ``(policy, reason)``: "mixed_bfloat16" with GPUs that all have
+        bfloat16 tensor cores (capability >= 8.0, or unknown), or on a CPU
+        with AMX (``amx_bf16`` among the flags); "float32" otherwise. The
+        reason is one line for the user.
+    """
+    if gpus:
+        names = ", ".join(str(name) for name, _ in gpus)
+        old = [f"{name} (compute capability {cc[0]}.{cc[1]})" for name, cc in gpus
+               if cc is not None and tuple(cc) < BF16_MIN_COMPUTE_CAPABILITY]
+        if old:
+            return "float32", (f"GPU without bfloat16 tensor cores: {', '.join(old)} "
+                               "(they start at compute capability 8.0)")
+        return "mixed_bfloat16", f"{len(gpus)} GPU(s) with bfloat16 tensor cores: {names}"
+    flags = parse_cpu_flags(cpuinfo)
+    if flags is None:
+        return "float32", "no GPU, and the CPU's flags are unknown (no /proc/cpuinfo)"
+    if "amx_bf16" in flags:
+        return "mixed_bfloat16", "no GPU; the CPU has AMX (amx_bf16 in /proc/cpuinfo)"
+    return "float32", ("no GPU, and the CPU has no AMX (no amx_bf16 in /proc/cpuinfo): "
+                       "bfloat16 would train slower here")
+
+
+def machine_precision():
+    """``choose_precision`` for this machine: /proc/cpuinfo and the GPUs
+    TensorFlow sees (with their compute capability)."""
+    return choose_precision(_read_cpuinfo(), _visible_gpus())
+
+
+def _visible_gpus():
+    import tensorflow as tf
+
+    gpus = []
+    for device in tf.config.list_physical_devices("GPU"):
+        try:
+            details = tf.config.experimental.get_device_details(device)
+        except (ValueError, RuntimeError):
+            details = {}
+        gpus.append((details.get("device_name", device.name),
+                     details.get("compute_capability")))
+    return gpus
+
+
+def resolve_precision(requested, where="--precision"):
+    """The dtype policy to train with for ``requested`` (one of
+    ``PRECISIONS``): ``(policy, reason)``, reason None for an explicit
+    policy, ``machine_precision``'s for "auto".
+
+    Raises:
+        ValueError naming ``where``: neither "auto" nor one of ``POLICIES``.
+    """
+    if requested == AUTO:
+        return machine_precision()
+    if requested not in POLICIES:
+        raise ValueError(f"{where}: unknown precision {requested!r}; use one of "
+                         f"{', '.join(PRECISIONS)}.")
+    return requested, None
+
+
 def slow_bfloat16_reason(policy, cpu_flags=None, has_gpu=None):
     """Why ``policy`` will train slower than float32 here, or None.
 
@@ -94,23 +188,21 @@ def slow_bfloat16_reason(policy, cpu_flags=None, has_gpu=None):
         has_gpu = bool(tf.config.list_physical_devices("GPU"))
     if has_gpu:
         return None
-    if cpu_flags is None:
-        cpu_flags = _cpu_flags()
-        if cpu_flags is None:
+    flags = cpu_flags
+    if flags is None:
+        flags = parse_cpu_flags(_read_cpuinfo())
+        if flags is None:
             return None
-    if "amx_bf16" in cpu_flags:
+    if "amx_bf16" in flags:
         return None
     return ("mixed_bfloat16 on a CPU without AMX (no amx_bf16 in "
             "/proc/cpuinfo): bfloat16 convolutions run slower than float32 "
             "ones here, so training is slower; use --precision float32.")
 
 
-def _cpu_flags():
+def _read_cpuinfo():
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+            return f.read()
     except OSError:
-        pass
-    return None
+        return None

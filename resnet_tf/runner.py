@@ -35,6 +35,7 @@ import keras
 
 from resnet_tf.callbacks import (AtomicModelCheckpoint, StepBackup, StepSchedule,
                                  StopOnNonFiniteLoss)
+from resnet_tf.precision import resolve_precision
 
 log = logging.getLogger("resnet_tf.train")
 
@@ -367,7 +368,10 @@ class TrainingRun:
         epochs / iterations: the run's length, at most one of them (checked
             here, before any work: ``check_run_length``).
         strategy: None, "mirrored" or "multiworker" (``make_strategy``).
-        policy: the dtype policy to build the model under.
+        policy: the dtype policy to build the model under, or "auto": the
+            fastest on this machine (``precision.resolve_precision``,
+            resolved here, once for every trainer; the choice and its
+            reason are printed, and ``record`` keeps both).
         seed, deterministic: with ``deterministic``, Keras's seeds are set
             from ``seed`` and TF's ops made deterministic (slower).
         auto_shard: how multi-worker runs split the data (``shard_options``).
@@ -375,7 +379,7 @@ class TrainingRun:
             ``backup_policy``).
     Raises:
         ValueError: both ``epochs`` and ``iterations``, or an unknown
-        strategy or shard policy.
+        strategy, shard policy or precision.
     """
 
     def __init__(self, out_dir, *, epochs=None, iterations=None, strategy=None,
@@ -387,7 +391,11 @@ class TrainingRun:
         self.strategy_name = strategy or "default"
         self.directory = worker_directory(out_dir, self.strategy)
         self.epochs, self.iterations = epochs, iterations
-        self.policy, self.seed, self.deterministic = policy, seed, deterministic
+        self.requested_policy = policy
+        self.policy, self.policy_reason = resolve_precision(policy)
+        if self.policy_reason:
+            print(f"Precision: {policy} -> {self.policy} ({self.policy_reason}).", flush=True)
+        self.seed, self.deterministic = seed, deterministic
         self.auto_shard, self.backup_every = auto_shard, backup_every
         self.schedule = None
         if deterministic:
@@ -409,10 +417,14 @@ class TrainingRun:
 
     def record(self, **fields):
         """The model directory's ``training`` record: the run's own settings
-        (policy, seed, strategy, replicas) plus the trainer's ``fields``
-        (data, init_from, learning_rate, batch_size, ...)."""
-        return {**fields, "policy": self.policy, "seed": self.seed,
-                "strategy": self.strategy_name, "replicas": self.replicas}
+        (policy: the dtype policy used; requested_policy: as asked, e.g.
+        "auto", with policy_reason for "auto"; seed, strategy, replicas)
+        plus the trainer's ``fields`` (data, init_from, learning_rate,
+        batch_size, ...)."""
+        reason = {"policy_reason": self.policy_reason} if self.policy_reason else {}
+        return {**fields, "policy": self.policy, "requested_policy": self.requested_policy,
+                **reason, "seed": self.seed, "strategy": self.strategy_name,
+                "replicas": self.replicas}
 
     def plan(self, num_examples, batch_size, *, default_iterations=None,
              default_epochs=None, what="the training set"):

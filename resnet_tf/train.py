@@ -106,7 +106,8 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
         batch_size, learning_rate, clipnorm, label_smoothing, val_fraction:
             recipe overrides (the learning rate scales with the batch size
             unless given).
-        policy: "float32", "mixed_bfloat16" or "mixed_float16".
+        policy: "float32", "mixed_bfloat16", "mixed_float16", or "auto"
+            (``resnet_tf.precision.resolve_precision``).
         strategy: None, "mirrored" or "multiworker". ``batch_size`` is the
             global batch, split among the replicas; the learning rate follows
             the global batch as without a strategy (see

@@ -9,6 +9,13 @@
   numbers do not vary with thread scheduling from run to run.
 - ``keras_session``: every test starts from the float32 policy and a clean
   Keras session, with a fixed seed.
+- ``small_data_root`` (session): a data root like ``data_root()`` whose
+  datasets are linked in place, except the folders of ``SMALL_CUTS``
+  (cifar10-jpg's and hymenoptera's train/val class folders), which keep
+  every class but only the first few files of each (``small_data(dest)``
+  builds one). End-to-end tests that only need a documented path to run
+  (README examples, notebooks) read it instead of training and validating
+  on every image (e.g. all 60,000 CIFAR ones).
 
 The tests mirror the packages (``test_resnet_tf/``, ``test_detection/``,
 ``test_localization/``, ``test_apps/``, plus ``test_faults/`` for the user
@@ -60,6 +67,53 @@ def shared_case(name):
     path = REPO.parent / "shared" / "cases" / name
     return _present_or_skip(path, f"user case {path} not found (put the shared cases "
                                   "beside the repository)")
+
+
+# What ``small_data`` cuts: folder (relative to the data root) -> files kept
+# per class folder. Everything else is linked whole.
+SMALL_CUTS = {
+    "cifar10-jpg/train": 100,
+    "cifar10-jpg/test": 50,
+    "hymenoptera/hymenoptera_data/train": 16,
+    "hymenoptera/hymenoptera_data/val": 8,
+}
+
+
+def small_data(dest, cuts=None):
+    """A data root at ``dest`` (created) that mirrors ``data_root()`` with
+    links: each folder named in ``cuts`` (default ``SMALL_CUTS``: relative
+    path -> n) keeps its class folders, each holding links to only its first
+    ``n`` files (sorted); everything else is linked whole. Returns ``dest``."""
+    cuts = SMALL_CUTS if cuts is None else cuts
+    src, dest = data_root(), pathlib.Path(dest)
+    if not src.is_dir():  # no shared data: ``dest`` is not made either
+        return dest
+
+    def mirror(rel):
+        out = dest / rel
+        out.mkdir(parents=True, exist_ok=True)
+        for entry in sorted((src / rel).iterdir()):
+            sub = pathlib.PurePosixPath(rel, entry.name).as_posix().lstrip("./")
+            if sub in cuts:
+                for cls in sorted(p for p in entry.iterdir() if p.is_dir()):
+                    (out / entry.name / cls.name).mkdir(parents=True)
+                    for f in sorted(os.listdir(cls))[:cuts[sub]]:
+                        os.symlink(cls / f, out / entry.name / cls.name / f)
+            elif any(c.startswith(sub + "/") for c in cuts):
+                mirror(sub)
+            else:
+                os.symlink(entry, out / entry.name)
+
+    mirror(".")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def small_data_root(tmp_path_factory):
+    """``small_data`` with the default cuts, made once. It skips nothing: a
+    test that needs a dataset asks ``shared_data`` for it; without the shared
+    data the path does not exist (as ``data_root()`` would not)."""
+    return small_data(tmp_path_factory.mktemp("small_data") / "data")
 
 
 @pytest.fixture(autouse=True)

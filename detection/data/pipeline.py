@@ -3,9 +3,34 @@
 Images are resized so the shorter side is ``shorter_side`` (600) unless the
 longer side would exceed ``max_side`` (1000) (Faster R-CNN's single-scale
 setting, which the paper used), flipped horizontally at random when
-training, mean-subtracted (per channel), and zero-padded to a fixed
-``pad_size`` square; boxes are scaled with the image and padded to
-``max_boxes`` rows of -1. Fixed sizes keep one traced graph for the run.
+training, mean-subtracted (per channel), and zero-padded; boxes are scaled
+with the image and padded to ``max_boxes`` rows of -1.
+
+Batches (``DetectionPreprocessing.batching``):
+
+- ``"grouped"`` (the default): detectron2's aspect-ratio grouping. Each
+  image goes to the smallest of a few static canvases it fits
+  (``bucket_shapes``: per shorter side, a landscape ``[S, L]`` and a
+  portrait ``[L, S]`` canvas, S the padded shorter side and L the split's
+  largest resized longer side, both rounded up to the feature stride, plus
+  the ``[S, max_side]`` / ``[max_side, S]`` canvases for images whose size
+  the annotations did not know), and ``tf.data.Dataset.group_by_window``
+  batches images of one canvas together. On 4:3 photos at 600/1000 a
+  608x800 canvas replaces the 1008x1008 square: half the trunk's pixels.
+  The canvases are static, so the model sees a handful of shapes.
+- ``"square"``: every image padded to the ``pad_size`` square (one shape).
+
+Multi-scale training (``train_scales``, off by default): each training
+image's shorter side is drawn at random from the list (``max_side`` still
+holds the longer side); each (scale, orientation) has its own canvas.
+Evaluation and export use ``shorter_side``.
+
+Partial batches: evaluation keeps them (each bucket's last, smaller batch
+is emitted when the data ends). Training batches are full: with
+``repeat=True`` (what ``train_detector`` uses) a bucket's window carries on
+into the next epoch, so no image is dropped; a finite training dataset
+drops each bucket's last partial batch (``plan_buckets`` counts them, and
+a warning names the number per epoch).
 
 Limits, and where each is counted (``count_caps``, printed by
 ``train_detector`` as "Capped: ..." and saved in its results as ``caps``):
@@ -51,6 +76,9 @@ log = logging.getLogger("resnet_tf.data")
 IMAGENET_MEAN_RGB = (123.68, 116.78, 103.94)  # used when no classifier mean is given
 # The C4 trunk's stride (16): one anchor location per STRIDE x STRIDE pixels.
 STRIDE = zoo.stride_of("C4")
+# DetectionPreprocessing.batching: aspect-ratio groups, or one square.
+GROUPED, SQUARE = "grouped", "square"
+BATCHING_MODES = (GROUPED, SQUARE)
 
 # --- cap keys (count_caps): a limit that met the data, never a silent loss ---------
 CAP_MAX_BOXES = "boxes_over_max_boxes"  # boxes past max_boxes are not trained
@@ -71,6 +99,15 @@ class DetectionPreprocessing:
             largest count of the split (nothing dropped); an int drops the
             boxes past it (warned per image, counted by ``count_caps``).
         mean_rgb: per-channel mean subtracted, RGB, [0, 255].
+        train_scales: None (default: every training image at
+            ``shorter_side``), or shorter sides in pixels, one drawn at
+            random per training image (multi-scale training; issue 20).
+            Evaluation and export always use ``shorter_side``.
+        batching: ``"grouped"`` (default: aspect-ratio grouped batches on
+            per-bucket canvases, ``bucket_shapes``) or ``"square"`` (every
+            image on the ``pad_size`` square). Directories saved before this
+            option load as ``"grouped"``; the detections are the same up to
+            the border effects described in ``bucket_shapes``.
     """
 
     shorter_side: int = 600
@@ -78,11 +115,28 @@ class DetectionPreprocessing:
     flip: bool = True
     max_boxes: Optional[int] = None
     mean_rgb: tuple = IMAGENET_MEAN_RGB
+    train_scales: Optional[tuple] = None
+    batching: str = GROUPED
 
     def __post_init__(self):
         if self.max_boxes is not None and int(self.max_boxes) < 1:
             raise ValueError(f"max_boxes must be >= 1 or None (the split's largest "
                              f"count), got {self.max_boxes}.")
+        if self.batching not in BATCHING_MODES:
+            raise ValueError(f"batching must be one of {BATCHING_MODES}, got "
+                             f"{self.batching!r}.")
+        if self.train_scales is not None:
+            scales = tuple(int(v) for v in self.train_scales)
+            if not scales or min(scales) < 1:
+                raise ValueError(f"train_scales must be shorter sides >= 1 pixel (e.g. "
+                                 f"480,600,800), got {self.train_scales!r}.")
+            self.train_scales = tuple(sorted(set(scales)))
+
+    def scales(self, training):
+        """The shorter sides an image may be resized to: ``train_scales``
+        when training with them, else ``(shorter_side,)``."""
+        return self.train_scales if training and self.train_scales else (
+            self.shorter_side,)
 
     @property
     def pad_size(self):
@@ -90,16 +144,120 @@ class DetectionPreprocessing:
         (``STRIDE``, 16), so the padded image is a whole number of cells."""
         return int(math.ceil(self.max_side / STRIDE) * STRIDE)
 
-    def scale_for(self, height, width):
-        """The resize factor for an image of this size (tensors or numbers)."""
+    def scale_for(self, height, width, shorter_side=None):
+        """The resize factor for an image of this size (tensors or numbers):
+        shorter side to ``shorter_side`` (default ``self.shorter_side``;
+        a number or a float32 scalar tensor) unless the longer would pass
+        ``max_side``."""
+        target = tf.cast(self.shorter_side if shorter_side is None else shorter_side,
+                         tf.float32)
         short = tf.cast(tf.minimum(height, width), tf.float32)
         long = tf.cast(tf.maximum(height, width), tf.float32)
-        return tf.minimum(self.shorter_side / short, self.max_side / long)
+        return tf.minimum(target / short, self.max_side / long)
 
     def to_dict(self):
         d = dataclasses.asdict(self)
         d["mean_rgb"] = [float(v) for v in self.mean_rgb]
+        d["train_scales"] = None if self.train_scales is None else list(self.train_scales)
         return d
+
+
+def round_up(n, stride=STRIDE):
+    """``n`` pixels rounded up to a whole number of ``stride`` cells."""
+    return int(math.ceil(n / stride) * stride)
+
+
+def resized_size(height, width, prep, shorter_side=None):
+    """``(height, width)`` after ``prepare_example``'s resize, in numpy
+    (float32 arithmetic and round-half-to-even, as the graph does); arrays
+    or numbers in, int64 arrays out."""
+    h = np.asarray(height, np.float32)
+    w = np.asarray(width, np.float32)
+    target = np.float32(prep.shorter_side if shorter_side is None else shorter_side)
+    scale = np.minimum(target / np.minimum(h, w), np.float32(prep.max_side) / np.maximum(h, w))
+    nh = np.clip(np.round(h * scale), 1, prep.max_side).astype(np.int64)
+    nw = np.clip(np.round(w * scale), 1, prep.max_side).astype(np.int64)
+    return nh, nw
+
+
+def bucket_shapes(prep, annotations=None, *, training=False, stride=STRIDE):
+    """The static canvases (padded ``(height, width)`` pairs, ints) images
+    are batched on, smallest area first; an image goes to the first one it
+    fits (``bucket_of``).
+
+    ``"square"``: ``[(pad_size, pad_size)]``. ``"grouped"``: for each
+    shorter side S in ``prep.scales(training)`` (and M = ``max_side``), all
+    rounded up to ``stride`` (the model's feature stride, 16 for C4,
+    ``FasterRCNN.feature_stride``):
+
+    - ``(S, M)`` landscape and ``(M, S)`` portrait: every image fits one;
+    - where ``annotations`` know their sizes (``height``, ``width`` > 0),
+      ``(S, L)`` / ``(L, S)`` with L the largest resized longer side among
+      the split's landscape (width >= height) / portrait images: 4:3
+      photos at 600/1000 get 608x800 instead of 608x1008.
+
+    Padding beyond the image is zeros (after mean subtraction), as in the
+    square; the network's convolutions pad with zeros too, so features away
+    from the image's right and bottom edges are the same on any canvas. At
+    those edges a canvas that ends at the image differs from one that
+    continues with padding whose activations are not zero (a trained
+    network's batch-norm shifts), and the RPN has fewer anchors to rank, so
+    detections near those edges can change slightly (tested in
+    ``tests/test_detection/test_detection_batches.py``).
+    """
+    if prep.batching == SQUARE:
+        p = round_up(prep.max_side, stride)
+        return [(p, p)]
+    big = round_up(prep.max_side, stride)
+    shapes = set()
+    sizes = None
+    if annotations:
+        sizes = np.array([(a.height, a.width) for a in annotations], np.int64).reshape(-1, 2)
+        sizes = sizes[(sizes > 0).all(axis=1)]
+    for scale in prep.scales(training):
+        short = round_up(min(scale, prep.max_side), stride)
+        shapes.update({(short, big), (big, short)})
+        if sizes is not None and len(sizes):
+            nh, nw = resized_size(sizes[:, 0], sizes[:, 1], prep, scale)
+            land = sizes[:, 1] >= sizes[:, 0]
+            if land.any():
+                shapes.add((round_up(nh[land].max(), stride), round_up(nw[land].max(), stride)))
+            if (~land).any():
+                shapes.add((round_up(nh[~land].max(), stride),
+                            round_up(nw[~land].max(), stride)))
+    return sorted(shapes, key=lambda hw: (hw[0] * hw[1], hw))
+
+
+def bucket_of(nh, nw, shapes):
+    """int32 scalar: the index of the first of ``shapes`` (``bucket_shapes``)
+    that holds a resized ``nh`` x ``nw`` image (tensors)."""
+    table = tf.constant(shapes, tf.int32)
+    fits = tf.logical_and(nh <= table[:, 0], nw <= table[:, 1])
+    # shapes end with canvases that hold any resized image (max_side a side).
+    return tf.cast(tf.argmax(tf.cast(fits, tf.int32)), tf.int32)
+
+
+def plan_buckets(annotations, prep, *, batch_size, training=False, stride=STRIDE):
+    """How a split's images fall into ``bucket_shapes`` at ``shorter_side``
+    (multi-scale draws are random, so this is the single-scale plan): a list
+    of ``{"shape": (h, w), "images": n, "batches": full batches,
+    "partial": images in the bucket's last partial batch}``, one per shape,
+    plus ``{"unknown_size": n}`` images whose size is unknown (placed when
+    decoded). ``partial`` images are emitted as a smaller batch in
+    evaluation; a finite training dataset drops them each epoch.
+    """
+    shapes = bucket_shapes(prep, annotations, training=False, stride=stride)
+    sizes = np.array([(a.height, a.width) for a in annotations], np.int64).reshape(-1, 2)
+    known = (sizes > 0).all(axis=1)
+    counts = np.zeros(len(shapes), np.int64)
+    if known.any():
+        nh, nw = resized_size(sizes[known, 0], sizes[known, 1], prep)
+        table = np.array(shapes)
+        fits = (nh[:, None] <= table[None, :, 0]) & (nw[:, None] <= table[None, :, 1])
+        counts = np.bincount(fits.argmax(axis=1), minlength=len(shapes))
+    plan = [{"shape": tuple(s), "images": int(c), "batches": int(c // batch_size),
+             "partial": int(c % batch_size)} for s, c in zip(shapes, counts)]
+    return plan + [{"unknown_size": int((~known).sum())}]
 
 
 def most_boxes(annotations):
@@ -200,24 +358,45 @@ def format_caps(caps):
     return "Capped: " + "; ".join(parts) + "."
 
 
-def prepare_example(image, boxes, classes, prep, seed=None):
+def prepare_example(image, boxes, classes, prep, seed=None, *, shapes=None,
+                    training=None):
     """One example: uint8 image [H, W, 3], internal boxes [G, 4] -> the
-    model's ``(x, y)`` with fixed shapes. ``seed`` (int [2]) enables the
-    random flip.
+    model's ``(x, y)``. ``seed`` (int [2]) enables the random flip and,
+    with ``prep.train_scales``, the random shorter side (``training``
+    defaults to ``seed is not None``).
 
     Any image size (H, W >= 1) works, shapes unknown until run time; the
     image is resized (to at most ``max_side`` a side, at least 1 pixel) and
-    then padded, so the work and memory are bounded by the output, float32
-    [pad_size, pad_size, 3], not by the input's aspect ratio.
+    then padded, so the work and memory are bounded by the output, not by
+    the input's aspect ratio.
+
+    Args:
+        shapes: None pads to the fixed ``pad_size`` square (static shape);
+            a ``bucket_shapes`` list pads to the first canvas that holds the
+            resized image (``x["bucket"]``, int32, says which; the images'
+            static shape is then unknown).
 
     Returns:
-        ``({"images": float32 [P, P, 3], "image_sizes": float32 [2] (resized
-        height, width)}, {"boxes": float32 [G, 4] resized pixels (ymin,
-        xmin, ymax, xmax), padded -1, "classes": int32 [G]})``.
+        ``({"images": float32 [P, P, 3] (or the bucket's [Hb, Wb, 3]),
+        "image_sizes": float32 [2] (resized height, width), and with
+        ``shapes`` "bucket": int32 []}, {"boxes": float32 [G, 4] resized
+        pixels (ymin, xmin, ymax, xmax), padded -1, "classes": int32
+        [G]})``.
     """
+    training = seed is not None if training is None else training
     shape = tf.shape(image)
     h, w = shape[0], shape[1]
-    scale = prep.scale_for(h, w)
+    target = None
+    scales = prep.scales(training)
+    if len(scales) > 1 and seed is not None:
+        # Multi-scale training: one shorter side per image, uniformly from the list.
+        pick = tf.random.stateless_uniform(
+            [], tf.random.experimental.stateless_fold_in(seed, 1), 0, len(scales),
+            dtype=tf.int32)
+        target = tf.gather(tf.constant(scales, tf.float32), pick)
+    elif scales[0] != prep.shorter_side:
+        target = scales[0]
+    scale = prep.scale_for(h, w, target)
     # At least one pixel (a 1 x 8000 strip scales its 1 to 0.125), at most
     # max_side (float rounding): the resize's output is what fits the pad.
     nh = tf.clip_by_value(tf.cast(tf.round(tf.cast(h, tf.float32) * scale), tf.int32),
@@ -239,16 +418,30 @@ def prepare_example(image, boxes, classes, prep, seed=None):
         boxes = tf.where(do, flipped, boxes)
     boxes = tf.where(valid, boxes, PAD)
     img = img - tf.constant(prep.mean_rgb, tf.float32)
-    p = prep.pad_size
-    img = tf.image.pad_to_bounding_box(img, 0, 0, p, p)
-    x = {"images": tf.ensure_shape(img, [p, p, 3]),
-         "image_sizes": tf.cast(tf.stack([nh, nw]), tf.float32)}
+    sizes = tf.cast(tf.stack([nh, nw]), tf.float32)
+    if shapes is None:
+        p = prep.pad_size
+        img = tf.image.pad_to_bounding_box(img, 0, 0, p, p)
+        x = {"images": tf.ensure_shape(img, [p, p, 3]), "image_sizes": sizes}
+    else:
+        bucket = bucket_of(nh, nw, shapes)
+        canvas = tf.gather(tf.constant(shapes, tf.int32), bucket)
+        img = tf.image.pad_to_bounding_box(img, 0, 0, canvas[0], canvas[1])
+        x = {"images": img, "image_sizes": sizes, "bucket": bucket}
     return x, {"boxes": boxes, "classes": classes}
 
 
 def make_detection_dataset(annotations, prep, *, training, batch_size, seed=0,
-                           counter=None, images=None, image_bytes=None):
-    """Batched ``(x, y)`` for ``FasterRCNN.fit``/prediction.
+                           counter=None, images=None, image_bytes=None, stride=STRIDE,
+                           repeat=False, with_index=False):
+    """Batched ``(x, y)`` for ``FasterRCNN.fit``/prediction: ``x`` =
+    ``{"images": float32 [B, Hb, Wb, 3], "image_sizes": float32 [B, 2]}``,
+    ``y`` = ``{"boxes": float32 [B, G, 4], "classes": int32 [B, G]}`` (see
+    ``prepare_example``). ``prep.batching`` "grouped": each batch holds
+    images of one ``bucket_shapes`` canvas (``tf.data.Dataset.
+    group_by_window``), so [Hb, Wb] varies from batch to batch among those
+    few shapes (the static spec is [B, None, None, 3]); "square": always
+    the [pad_size, pad_size] square.
 
     Args:
         annotations: list of ``ImageAnnotation`` (files are read and decoded
@@ -258,6 +451,15 @@ def make_detection_dataset(annotations, prep, *, training, batch_size, seed=0,
             ``annotations`` giving their boxes.
         image_bytes: a ``tf.data.Dataset`` of encoded images in the order of
             ``annotations`` (TFDS), decoded like files.
+        stride: pixels per feature cell the canvases are rounded up to (the
+            model's ``feature_stride``; default the C4 stride, 16).
+        repeat: training only: an endless stream of epochs (reshuffled),
+            batched across epoch ends, so no image is dropped; without it a
+            training dataset drops each bucket's last partial batch (a
+            warning gives the count per epoch, ``plan_buckets``).
+            Evaluation always emits partial batches.
+        with_index: add ``y["index"]`` (int32 [B]): each image's position in
+            ``annotations``, since grouping reorders images.
 
     Raises:
         ValueError: no annotations (an empty split; its reader's report
@@ -268,13 +470,14 @@ def make_detection_dataset(annotations, prep, *, training, batch_size, seed=0,
                          "every image was skipped; the loader's report and warnings say "
                          "why).")
     boxes, classes = _pad_targets(annotations, prep.max_boxes)
+    index = np.arange(len(annotations), dtype=np.int32)
     if images is not None:
         ds = tf.data.Dataset.from_tensor_slices(
-            {"image": images, "boxes": boxes, "classes": classes})
+            {"image": images, "boxes": boxes, "classes": classes, "index": index})
     else:
         paths = np.array([a.path for a in annotations], dtype=str)
         ds = tf.data.Dataset.from_tensor_slices(
-            {"path": paths, "boxes": boxes, "classes": classes})
+            {"path": paths, "boxes": boxes, "classes": classes, "index": index})
         if image_bytes is not None:
             ds = tf.data.Dataset.zip(ds, image_bytes).map(
                 lambda e, b: {**e, "image_bytes": b})
@@ -282,20 +485,52 @@ def make_detection_dataset(annotations, prep, *, training, batch_size, seed=0,
             ds = ds.map(graph_fn(lambda e: {**e, "image_bytes": tf.io.read_file(e["path"])}),
                         num_parallel_calls=tf.data.AUTOTUNE)
         ds = decode_and_filter(ds, counter if counter is not None else SkipCounter())
+    grouped = prep.batching == GROUPED
+    shapes = bucket_shapes(prep, annotations, training=training, stride=stride) \
+        if grouped else None
+
+    def prepare(e, s=None):
+        x, y = prepare_example(e["image"], e["boxes"], e["classes"], prep, s,
+                               shapes=shapes, training=training)
+        if with_index:
+            y = {**y, "index": e["index"]}
+        return x, y
+
     if training:
         # Paths are cheap to hold; encoded images (TFDS) get a bounded buffer.
         buffer = len(annotations) if image_bytes is None else min(len(annotations), 1024)
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(
-            graph_fn(lambda e, s: prepare_example(e["image"], e["boxes"], e["classes"],
-                                                  prep, s)),
-            num_parallel_calls=tf.data.AUTOTUNE)
+        ds = tf.data.Dataset.zip(ds, seeds).map(graph_fn(prepare),
+                                                num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = ds.map(graph_fn(lambda e: prepare_example(e["image"], e["boxes"],
-                                                       e["classes"], prep)),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+        ds = ds.map(graph_fn(prepare), num_parallel_calls=tf.data.AUTOTUNE)
+    drop = training
+    if not grouped:
+        if training and not repeat and len(annotations) % batch_size:
+            log.warning("Training batches are full: %d of the %d images are left out of "
+                        "each epoch (a different %d each time, reshuffled); pass "
+                        "repeat=True to batch across epochs.", len(annotations) %
+                        batch_size, len(annotations), len(annotations) % batch_size)
+        return ds.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
+    plan = plan_buckets(annotations, prep, batch_size=batch_size, stride=stride)
+    log.info("Aspect-ratio buckets (height x width: images, partial last batch): %s",
+             ", ".join(f"{b['shape'][0]}x{b['shape'][1]}: {b['images']}, {b['partial']}"
+                       for b in plan[:-1] if b["images"]))
+    partial = sum(b["partial"] for b in plan[:-1])
+    if training and not repeat and partial:
+        log.warning("Training batches are full: each aspect-ratio bucket's last partial "
+                    "batch is dropped, %d of the %d images each epoch (a different set each "
+                    "time, reshuffled); pass repeat=True to batch across epochs.",
+                    partial, len(annotations))
+    ds = ds.group_by_window(
+        key_func=lambda x, y: tf.cast(x["bucket"], tf.int64),
+        reduce_func=lambda key, window: window.batch(batch_size, drop_remainder=drop),
+        window_size=batch_size)
+    ds = ds.map(lambda x, y: ({k: v for k, v in x.items() if k != "bucket"}, y))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def synthetic_annotations(num_images, size=128, seed=0, max_objects=4):

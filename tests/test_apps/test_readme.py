@@ -13,7 +13,10 @@ guide. Their fenced blocks are extracted and
   docs name data or paths a test machine does not have) and the size flags
   in ``SMALL`` appended (argparse keeps the last value, so the docs' own
   flags are still parsed and any flag not overridden keeps its documented
-  value);
+  value); the shared data is read through ``conftest.small_data_root``
+  (every dataset linked in place, but cifar10-jpg's and hymenoptera's class
+  folders cut to their first few images: the same folder paths, minutes
+  less of validation);
 - the ``docker run`` and ``curl`` lines are checked against the exported
   model: the mounted folder is a TF Serving model base path, and the curl
   body (built by bash from a real JPEG) is answered by the exported
@@ -240,24 +243,35 @@ def test_make_targets_in_the_readme_exist():
     assert "make test" in open(os.path.join(ROOT, ".ci", "run")).read()
 
 
-@pytest.mark.slow
-def test_python_examples_run(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def resnet50_h5(tmp_path_factory):
+    """A weights file in keras.applications' own (legacy HDF5) format, any
+    values, standing in for the downloaded one (both example tests read it)."""
     import h5py
-    import numpy as np
     import keras
     from keras.src.legacy.saving import legacy_h5_format
 
-    blocks = [b for lang, b in readme_blocks("python")]
-    assert len(blocks) == 4
-    monkeypatch.chdir(tmp_path)
-    # A weights file in keras.applications' own (legacy HDF5) format stands in
-    # for the downloaded one; any values do.
-    path = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+    path = tmp_path_factory.mktemp("weights") / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
     with h5py.File(path, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(
             f, keras.applications.ResNet50(weights=None))
     keras.backend.clear_session()
-    data = str(shared_data("hymenoptera").parent)
+    return path
+
+
+@pytest.mark.slow
+def test_python_examples_run(tmp_path, monkeypatch, small_data_root, resnet50_h5):
+    import numpy as np
+    import keras
+
+    blocks = [b for lang, b in readme_blocks("python")]
+    assert len(blocks) == 4
+    monkeypatch.chdir(tmp_path)
+    path = resnet50_h5
+    shared_data("hymenoptera")
+    # hymenoptera cut to 16 + 8 images a class (conftest.small_data): one
+    # training step of the same folder path instead of eight.
+    data = str(small_data_root)
     scopes = []
     for body in blocks:
         code = (body.replace("/path/to/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
@@ -290,20 +304,16 @@ def _ilsvrc_subset(dest, n=6):
     shutil.copy(src / "LOC_synset_mapping.txt", dest / "LOC_synset_mapping.txt")
 
 
-def _weight_files(dest):
+def _weight_files(dest, resnet50_h5):
     """The ImageNet weight files the README's import examples name, each in
-    its framework's real format with random weights (nothing downloads)."""
+    its framework's real format with random weights (nothing downloads); the
+    keras.applications one is ``resnet50_h5``, linked."""
     import numpy as np
-    import h5py
     import keras
-    from keras.src.legacy.saving import legacy_h5_format
 
     from test_weights_import import torch_source
 
-    with h5py.File(dest / "resnet50_weights_tf_dim_ordering_tf_kernels.h5", "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(
-            f, keras.applications.ResNet50(weights=None))
-    keras.backend.clear_session()
+    os.symlink(resnet50_h5, dest / resnet50_h5.name)
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     np.save(dest / "pixels.npy", pixels)
     torch_source("torchvision:resnet18", str(dest / "pixels.npy"),
@@ -320,7 +330,8 @@ def _weight_files(dest):
 
 # Where the README names something this machine does not have.
 SUBSTITUTIONS = [
-    # The shared data, wherever it is.
+    # The shared data, wherever it is (cifar10-jpg cut to a few images a
+    # class: conftest.small_data).
     ("../shared/data", "{data}"),
     # ImageNet from TFDS: TFDS's own mock_data stands in for the prepared set
     # (the test runs these commands inside tfds.testing.mock_data).
@@ -341,8 +352,10 @@ SMALL = {
     ("evaluate", "classifier"): ["--max-images", "8", "--batch-size", "4"],
     ("train", "detector"): ["--iterations", "2", "--batch-size", "1", "--shorter-side",
                             "128", "--max-side", "160"],
-    ("train", "localizer"): ["--iterations", "2", "--batch-size", "4"],
-    ("evaluate", "localizer"): ["--max-images", "3", "--scales", "224,256"],
+    ("train", "localizer"): ["--iterations", "2", "--batch-size", "4", "--num-proposals", "8",
+                             "--warp-size", "64"],
+    ("evaluate", "localizer"): ["--max-images", "3", "--scales", "224,256",
+                                "--num-proposals", "8"],
 }
 
 
@@ -353,14 +366,18 @@ def _substitute(line, tmp, data):
 
 
 @pytest.mark.slow
-def test_shell_examples_run(tmp_path, monkeypatch, capsys):
+def test_shell_examples_run(tmp_path, monkeypatch, capsys, small_data_root, resnet50_h5):
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
     from test_export_requests import serve_rest
 
     cli = cli_module()
-    data = str(shared_data("bccd").parent)
+    shared_data("bccd")
+    # The shared data with cifar10-jpg cut to 100 + 50 images a class (the
+    # same folder layout): `train classifier --data folder:...cifar10-jpg`
+    # otherwise validates on all 10,000 test images (2,500 steps at batch 4).
+    data = str(small_data_root)
     monkeypatch.chdir(tmp_path)
     os.symlink(next((shared_data("hymenoptera") / "hymenoptera_data" / "val" / "bees")
                     .glob("*.jpg")), tmp_path / "photo.jpg")
@@ -368,7 +385,7 @@ def test_shell_examples_run(tmp_path, monkeypatch, capsys):
                tmp_path / "cells.jpg")
     os.symlink(tmp_path / "photo.jpg", tmp_path / "cat.jpg")
     _ilsvrc_subset(tmp_path / "ilsvrc")
-    _weight_files(tmp_path)
+    _weight_files(tmp_path, resnet50_h5)
 
     ran = []
     with tfds.testing.mock_data(num_examples=8):

@@ -79,7 +79,8 @@ def test_coco_json_of_bccd_equals_the_voc_reader(tmp_path):
     assert only.name == "val2017"
     x, y = next(iter(make_detection_dataset(ev.annotations, DetectionPreprocessing(64, 96),
                                             training=False, batch_size=2)))
-    assert x["images"].shape == (2, 96, 96, 3)
+    # The aspect-ratio grouped canvas (the default): 64 x 85 rounded up to 16.
+    assert x["images"].shape == (2, 64, 96, 3)
     np.testing.assert_allclose(y["boxes"].numpy()[0, :len(test[0].boxes)],
                                test[0].boxes * np.array([64 / 480, 85 / 640] * 2), rtol=1e-4)
 
@@ -238,7 +239,7 @@ def test_tfds_detection_source_reads_what_the_features_encode(name):
                                     training=True, batch_size=2,
                                     image_bytes=split.image_bytes())
         x, y = next(iter(ds))
-        assert x["images"].shape == (2, 96, 96, 3)
+        assert x["images"].shape == (2, 64, 96, 3)  # grouped canvas: 64 x 85, to 16
         assert float(tf.reduce_max(tf.abs(x["images"]))) > 10  # a real decoded photo
         assert float(tf.reduce_max(y["boxes"])) <= 96
 

@@ -136,3 +136,22 @@ def test_overfits_a_handful_of_bccd_images_to_map_above_0_8():
     assert history[-1]["mAP"] >= 0.8, [round(h["mAP"], 3) for h in history]
     assert all(ap > 0.5 for ap in history[-1]["per_class"].values()), history[-1]
     assert history[0]["mAP"] < 0.5  # it had to learn: 25 iterations are not enough
+
+
+def test_the_default_roi_batch_is_the_original_faster_rcnn_codes():
+    """128 RoIs per image, a quarter foreground (py-faster-rcnn's
+    TRAIN.BATCH_SIZE and FG_FRACTION), in the model and the CLI; 512 stays
+    an option."""
+    import inspect
+
+    from apps import cli
+    from detection.model import FasterRCNN
+
+    defaults = inspect.signature(FasterRCNN).parameters
+    assert defaults["roi_batch"].default == 128
+    assert defaults["roi_positive_fraction"].default == 0.25
+    parser = cli.build_parser()
+    assert parser.parse_args(["train", "detector", "--data", "synthetic",
+                              "--out", "x"]).roi_batch == 128
+    assert parser.parse_args(["train", "detector", "--data", "synthetic", "--out", "x",
+                              "--roi-batch", "512"]).roi_batch == 512

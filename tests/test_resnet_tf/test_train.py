@@ -99,11 +99,21 @@ def test_overfit_one_small_batch_of_real_images():
     assert hist["accuracy"][-1] == 1.0
 
 
-def test_train_on_synthetic_writes_a_complete_model_directory(tmp_path):
-    out = str(tmp_path / "m")
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """(model directory, TrainResult) of a two-epoch ResNet-8 run on the
+    synthetic shapes; trained once for the tests that read the directory
+    without changing it."""
+    out = str(tmp_path_factory.mktemp("synthetic_run") / "m")
+    keras.utils.set_random_seed(0)
     r = train_classifier("synthetic", out, model="resnet8", recipe="cifar", epochs=2,
                          batch_size=32, synthetic_train=256, synthetic_eval=64,
                          verbose=0)
+    return out, r
+
+
+def test_train_on_synthetic_writes_a_complete_model_directory(synthetic_run):
+    out, r = synthetic_run
     for name in ("model.keras", "resnet_tf.json", "mean_image.npy", "history.csv",
                  "checkpoints/best.keras", "checkpoints/last.keras", "logs"):
         assert os.path.exists(os.path.join(out, name)), name
@@ -180,10 +190,8 @@ def test_top_k_errors_and_class_index_files():
     assert names_t[134] == names_t[517] == "crane"  # the duplicated name
 
 
-def test_predict_reports_unreadable_files(tmp_path):
-    out = str(tmp_path / "m")
-    train_classifier("synthetic", out, model="resnet8", epochs=1, batch_size=32,
-                     synthetic_train=64, synthetic_eval=32, verbose=0)
+def test_predict_reports_unreadable_files(tmp_path, synthetic_run):
+    out, _ = synthetic_run
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8garbage")
     img = shared_data("hymenoptera/hymenoptera_data") / "val" / "bees" / os.listdir(
