@@ -83,6 +83,11 @@ def add_detector_commands(tasks):
                    "image pyramid, e.g. 200,400,600,800,1000; each RoI is read at the two "
                    "adjacent scales nearest 224x224 and merged by maxout; proposals stay "
                    "single-scale; stored in the model, so evaluate, predict and export use it")
+    p.add_argument("--scale-target", type=float, default=224,
+                   help="with --test-scales: the side in pixels whose square each RoI's "
+                   "area is brought nearest to when choosing its two scales (default 224, "
+                   "the paper's 224x224 training crops); set it near your objects' "
+                   "training size")
     p.add_argument("--box-refinement", action="store_true",
                    help="test-time box refinement with box voting (the paper's Appendix B): "
                    "a second head pass on the regressed boxes, NMS at 0.3 over both "
@@ -103,6 +108,9 @@ def add_detector_commands(tasks):
     add_data_options(p)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--synthetic-eval", type=int, default=16)
+    p.add_argument("--max-images", type=int, default=None,
+                   help="evaluate the first N images of the split only (a quick check; "
+                   "the cut is printed)")
     p.add_argument("--json", action="store_true")
     add_strict(p, "their objects count as missed")
     p.set_defaults(func=run_evaluate_detector)
@@ -135,6 +143,7 @@ def run_train_detector(args):
                            box_refinement=args.box_refinement,
                            global_context=args.global_context,
                            test_scales=args.test_scales or None,
+                           scale_target=args.scale_target,
                            **({"width": args.width} if args.width else {})),
                        **run_options(args))
     return print_trained(args, "Detector", r["results"])
@@ -144,6 +153,7 @@ def run_evaluate_detector(args):
     from detection.evaluate import evaluate_detector
 
     r = evaluate_detector(args.model, args.data, batch_size=args.batch_size,
+                          max_images=args.max_images,
                           synthetic_eval=args.synthetic_eval, data_dir=args.data_dir,
                           manual_dir=args.manual_dir, download=args.download,
                           strict=args.strict)
@@ -159,6 +169,9 @@ def run_evaluate_detector(args):
     print(f"COCO AP@[.5:.95] {c['AP']:.4f}  AP50 {c['AP50']:.4f}  AP75 {c['AP75']:.4f}  "
           f"APs {c['APs']:.4f}  APm {c['APm']:.4f}  APl {c['APl']:.4f}  "
           f"(maxDets {c['max_dets']})")
+    if args.max_images and r["max_images"]["of"] > r["images"]:
+        print(f"Capped: --max-images evaluated the first {r['images']} of "
+              f"{r['max_images']['of']} images.")
     cap = r["detections_capped"]
     print(f"Capped: detections {cap['images']}/{cap['of']} images filled max_detections="
           f"{cap['limit']}" + (" (some detections may be lost; raise max_detections)"

@@ -5,8 +5,10 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from detection.data.annotations import missed_in_order
 from detection.data.pipeline import make_detection_dataset, prepare_example
 from detection.data.sources import open_detection_source
+from detection.data.split import first_images
 from detection.metrics.coco_map import evaluate_coco
 from detection.metrics.voc_map import evaluate_voc
 from detection.model_dir import load_detector
@@ -146,7 +148,8 @@ def with_missed(dets, annotations, missed):
     return list(dets) + none, list(annotations) + [m.annotation for m in missed]
 
 
-def evaluate_detector(directory, data, *, batch_size=2, strict=False, **source_kwargs):
+def evaluate_detector(directory, data, *, batch_size=2, strict=False, max_images=None,
+                      **source_kwargs):
     """VOC mAP@0.5 (11-point and area) and COCO AP of a detector directory
     on the evaluation split of ``data``.
 
@@ -164,7 +167,10 @@ def evaluate_detector(directory, data, *, batch_size=2, strict=False, **source_k
     part), ``unreadable_paths`` which files; ``voc_map50_readable`` is the
     VOC mAP over the readable images alone, for comparison. With
     ``strict``, any unreadable image is an error (ValueError naming them)
-    instead.
+    instead. With ``max_images`` (int >= 1), only the first ``max_images``
+    images of the split in the loader's order are evaluated (those the
+    loader skipped among them still count as missed): a quick check, whose
+    cut ``max_images: {"limit", "of"}`` reports.
 
     Returns a dict: data, split, images (all of the split's, unreadable
     ones included), readable_images, voc_map50, voc07_map50,
@@ -174,14 +180,20 @@ def evaluate_detector(directory, data, *, batch_size=2, strict=False, **source_k
     ``detections_capped``: ``{"limit": max_detections, "images": n}``, the
     images whose detections filled the cap (some may have been cut).
     """
+    if max_images is not None and int(max_images) < 1:
+        raise ValueError(f"max_images must be a positive number of images, "
+                         f"got {max_images!r}.")
     model, prep, meta = load_detector(directory)
     source = open_detection_source(data, class_names=meta["class_names"], **source_kwargs)
     split = source.split("eval")
+    missed = missed_in_order(split.report, max_images)
+    total = len(split.annotations) + len(missed_in_order(split.report))
+    if max_images:
+        split = first_images(split, max_images - len(missed))
     counter = SkipCounter(max_paths=None)
     capped = DetectionCapCounter(model.max_detections)
     dets = _to_original(detect_split(model, prep, split, batch_size, counter, capped),
                         split.annotations)
-    missed = list(split.report.missed) if split.report is not None else []
     lost = unreadable_summary(split.annotations, dets, counter, missed)
     dets, anns = with_missed(dets, split.annotations, missed)
     if strict and lost["images"]:
@@ -203,7 +215,8 @@ def evaluate_detector(directory, data, *, batch_size=2, strict=False, **source_k
            "unreadable_at_load_objects": lost["at_load_objects"],
            "unreadable_paths": lost["paths"], "skipped_by_reason": lost["by_reason"],
            "skipped_images": lost["images"], "voc_map50_readable": voc["mAP"],
-           "detections_capped": capped.to_dict()}
+           "detections_capped": capped.to_dict(),
+           "max_images": {"limit": max_images, "of": total}}
     if lost["images"]:
         keep = [i for i, d in enumerate(dets) if not d.get("unreadable")]
         out["voc_map50_readable"] = (evaluate_voc(

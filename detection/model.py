@@ -83,8 +83,13 @@ class FasterRCNN(keras.Model):
             sides (the paper's 200, 400, 600, 800, 1000) of an image
             pyramid whose C4 features the RoI head reads at test time; each
             RoI's head feature is the maxout of its two adjacent levels
-            nearest 224 x 224 (``detection.multiscale``). Proposals still come
-            from the input scale. None (default): single-scale testing.
+            nearest ``scale_target`` squared (``detection.multiscale``).
+            Proposals still come from the input scale, and a level at the
+            input scale reuses its C4. None (default): single-scale testing.
+        scale_target: the side (pixels, > 0) whose square a RoI's area at
+            its chosen level is closest to, in multi-scale testing: the
+            paper's 224 (the 224 x 224 training crops, default); a detector
+            trained on objects of another size sets its typical side.
         seed: the sampling seed: it seeds the model's ``SeedGenerator``, which
             draws a new anchor and RoI sample every step.
         stride_on, conv_bias, bn_epsilon: the backbone layout (``ResNet``'s
@@ -100,7 +105,7 @@ class FasterRCNN(keras.Model):
                  pooled_size=14, frozen_bn=True, freeze_at=2, weight_decay=1e-4,
                  score_threshold=0.05, detection_nms=0.5, max_detections=100,
                  seed=0, width=None, stride_on="1x1", conv_bias=False, bn_epsilon=1e-5,
-                 global_context=False, test_scales=None,
+                 global_context=False, test_scales=None, scale_target=multiscale.TARGET_SIZE,
                  box_refinement=False, refinement_nms=0.3, voting_iou=0.5,
                  **kwargs):
         super().__init__(**kwargs)
@@ -137,6 +142,8 @@ class FasterRCNN(keras.Model):
         self.bn_epsilon = float(bn_epsilon)
         self.global_context = bool(global_context)
         self.test_scales = multiscale.check_scales(test_scales)
+        target = multiscale.check_target(scale_target)
+        self.scale_target = int(target) if target.is_integer() else target
 
         # === Layers ===
         options = BlockOptions(shortcut="B", weight_decay=weight_decay, stride_on=stride_on,
@@ -195,17 +202,19 @@ class FasterRCNN(keras.Model):
             return {"c4": c4, "objectness": rpn["objectness"], "deltas": rpn["deltas"],
                     "anchors": anchors}
         if self.test_scales:  # the head reads the pyramid; proposals stay single-scale
-            c4 = self.feature_pyramid(images, sizes)
+            c4 = self.feature_pyramid(images, sizes, input_c4=c4)
         return self._detect(c4, rpn, anchors, sizes)
 
-    def feature_pyramid(self, images, image_sizes):
+    def feature_pyramid(self, images, image_sizes, input_c4=None):
         """The trunk's C4 on the ``test_scales`` pyramid of ``images``
         (float [B, H, W, 3], preprocessed and padded; ``image_sizes``
         float32 [B, 2]), a ``multiscale.FeaturePyramid`` that
-        ``head_outputs`` takes in place of C4."""
-        levels, factors = multiscale.pyramid_images(images, image_sizes, self.test_scales)
-        return multiscale.FeaturePyramid(
-            tuple(self.trunk(level, training=False) for level in levels), factors)
+        ``head_outputs`` takes in place of C4. ``input_c4``, the trunk's
+        C4 of ``images`` when already computed, is reused for a level at
+        the input's own scale (``multiscale.pyramid_features``)."""
+        return multiscale.pyramid_features(
+            lambda level: self.trunk(level, training=False), images, image_sizes,
+            self.test_scales, input_features=input_c4)
 
     def head_outputs(self, c4, rois, image_sizes, training=False):
         """The RoI head on a batch of RoIs: pool each from C4, run conv5_x
@@ -254,7 +263,7 @@ class FasterRCNN(keras.Model):
         if not isinstance(c4, multiscale.FeaturePyramid):
             return self.head_parts.features(self._pool(c4, rois), training=training)
         first, second = (tf.reshape(i, [-1]) for i in
-                         multiscale.select_scales(rois, c4.factors))
+                         multiscale.select_scales(rois, c4.factors, self.scale_target))
         pooled = (self._pool(level, multiscale.scale_boxes(rois, c4.factors[k]))
                   for k, level in enumerate(c4.features))
         both = tf.concat(multiscale.take_levels(pooled, first, second), 0)
@@ -367,6 +376,7 @@ class FasterRCNN(keras.Model):
             "stride_on": self.stride_on, "conv_bias": self.conv_bias,
             "bn_epsilon": self.bn_epsilon, "global_context": self.global_context,
             "test_scales": list(self.test_scales) if self.test_scales else None,
+            "scale_target": self.scale_target,
             "box_refinement": self.box_refinement,
             "refinement_nms": self.refinement_nms, "voting_iou": self.voting_iou,
         }

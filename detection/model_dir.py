@@ -16,7 +16,7 @@ import os
 from detection.data.pipeline import DetectionPreprocessing
 from detection.model import FasterRCNN
 from resnet_tf import model_dir
-from resnet_tf.precision import model_policy, policy_scope
+from resnet_tf.precision import model_policy
 
 KIND = "detector"
 WEIGHTS = "detector.weights.h5"
@@ -51,13 +51,7 @@ def load_detector(directory):
         the weights file missing, damaged, or not fitting the config.
     """
     meta = model_dir.read_meta(directory, kind=KIND)
-    weights = os.path.join(directory, WEIGHTS)
-    if not os.path.exists(weights):
-        raise ValueError(f"{weights} is missing from the detector directory.")
-    with policy_scope(model_dir.recorded_policy(directory, meta)):
-        model = FasterRCNN.from_config(meta["config"])
-        model.ensure_built()
+    model = model_dir.build_and_load(FasterRCNN, directory, meta, WEIGHTS, KIND)
     prep = DetectionPreprocessing(**{**meta["preprocessing"],
                                      "mean_rgb": tuple(meta["preprocessing"]["mean_rgb"])})
-    model_dir.load_weights_file(model, weights, KIND)
     return model, prep, meta

@@ -12,11 +12,19 @@ size, so rounding of the resized size is accounted for).
 
 Scale selection (``select_scales``): a RoI's area at level l is its input
 area times the level's two factors; its first level is the one whose area
-is closest to ``TARGET_SIZE``\\ :sup:`2` (the network's 224 x 224 training
-crop), and its neighbour is the adjacent level on the other side of the
+is closest to ``target``\\ :sup:`2` (the detector's ``scale_target``;
+by default ``TARGET_SIZE``, the network's 224 x 224 training crop, as in
+the paper; a detector trained on other object sizes sets its own), and its
+neighbour is the adjacent level on the other side of the
 target: the next larger level when the RoI is smaller than the target there,
 the next smaller one otherwise; at either end of the pyramid the only
 adjacent level is taken. With one level, both are that level.
+
+A level at the input's own scale (factor exactly 1 on both axes, which
+happens when its shorter side is the batch's ``S``; known only at run time)
+reuses the C4 the detector already computed for its proposals
+(``pyramid_features``' ``input_features``) instead of running the trunk
+again.
 
 Pure functions; TensorFlow (``tf.image.resize``), like ``detection.ops``.
 """
@@ -62,6 +70,42 @@ def check_scales(scales):
     return out
 
 
+def check_target(target):
+    """``target`` (the scale-selection side, pixels) as a float.
+
+    Raises:
+        ValueError: naming the value, when it is not a positive number
+            (the paper's is 224).
+    """
+    try:
+        value = float(target)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"scale_target must be a side in pixels > 0 (the paper's 224), "
+                         f"got {target!r}.") from e
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"scale_target must be a side in pixels > 0 (the paper's 224), "
+                         f"got {target!r}.")
+    return value
+
+
+def level_sizes(images, image_sizes, scales):
+    """Each pyramid level's (height, width) and factors.
+
+    Args:
+        images: float [B, H, W, 3], the padded, preprocessed batch.
+        image_sizes: float32 [B, 2] (height, width) before padding.
+        scales: increasing shorter sides in pixels (``check_scales``).
+    Returns:
+        ``(sizes, factors)``: L float32 [2] (h_l, w_l) sizes (each side
+        ``round(side * scales[l] / S)``, at least 1 pixel), and float32
+        [L, 2] (y, x) factors ``h_l / H``, ``w_l / W``.
+    """
+    hw = tf.cast(tf.shape(images)[1:3], tf.float32)
+    reference = tf.reduce_max(tf.reduce_min(tf.cast(image_sizes, tf.float32), axis=1))
+    sizes = [tf.maximum(tf.round(hw * (float(s) / reference)), 1.0) for s in scales]
+    return sizes, tf.stack([size / hw for size in sizes])
+
+
 def pyramid_images(images, image_sizes, scales):
     """The input batch resized once per level.
 
@@ -72,16 +116,42 @@ def pyramid_images(images, image_sizes, scales):
     Returns:
         ``(levels, factors)``: a list of L float32 [B, h_l, w_l, 3] batches
         (bilinear, each side at least 1 pixel), and float32 [L, 2] (y, x)
-        factors ``h_l / H``, ``w_l / W``.
+        factors ``h_l / H``, ``w_l / W`` (``level_sizes``).
     """
+    sizes, factors = level_sizes(images, image_sizes, scales)
+    return [_resize(images, size) for size in sizes], factors
+
+
+def _resize(images, size):
+    return tf.image.resize(tf.cast(images, tf.float32), tf.cast(size, tf.int32))
+
+
+def pyramid_features(trunk, images, image_sizes, scales, input_features=None):
+    """The trunk's feature on the pyramid of ``images``.
+
+    Args:
+        trunk: a callable, float32 [B, h, w, 3] -> [B, h', w', C] (the
+            detector's trunk in inference mode).
+        images, image_sizes, scales: as ``pyramid_images``.
+        input_features: ``trunk(images)`` when already computed (the
+            detector's C4 at the input scale), or None. A level whose size
+            equals the input's on both axes (factor 1, decided at run time
+            by ``tf.cond``) takes it instead of resizing and running the
+            trunk again; the result is the same.
+    Returns:
+        a ``FeaturePyramid``.
+    """
+    sizes, factors = level_sizes(images, image_sizes, scales)
     hw = tf.cast(tf.shape(images)[1:3], tf.float32)
-    reference = tf.reduce_max(tf.reduce_min(tf.cast(image_sizes, tf.float32), axis=1))
-    levels, factors = [], []
-    for s in scales:
-        size = tf.maximum(tf.round(hw * (float(s) / reference)), 1.0)
-        levels.append(tf.image.resize(tf.cast(images, tf.float32), tf.cast(size, tf.int32)))
-        factors.append(size / hw)
-    return levels, tf.stack(factors)
+    features = []
+    for size in sizes:
+        run = lambda size=size: trunk(_resize(images, size))  # noqa: E731
+        if input_features is None:
+            features.append(run())
+        else:
+            features.append(tf.cond(tf.reduce_all(tf.equal(size, hw)),
+                                    lambda: input_features, run))
+    return FeaturePyramid(tuple(features), factors)
 
 
 def scale_boxes(boxes, factor):
@@ -96,7 +166,8 @@ def select_scales(boxes, factors, target=TARGET_SIZE):
     Args:
         boxes: float32 [..., 4] (ymin, xmin, ymax, xmax) input pixels.
         factors: float32 [L, 2] (y, x) per level, smallest level first.
-        target: the side whose square the scaled area should be closest to.
+        target: the side (pixels, > 0) whose square the scaled area should
+            be closest to: the detector's ``scale_target`` (default 224).
     Returns:
         ``(first, second)``: int32 [...] level indices; ``first`` has the
         area closest to ``target``\\ :sup:`2`, ``second`` is its neighbour.

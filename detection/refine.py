@@ -17,13 +17,15 @@ the regressed box, and runs the same head a second time:
    ``max_detections`` cap;
 4. box voting (``detection.ops.voting``): each kept box becomes the
    score-weighted mean of the union's boxes of its class (before NMS) that
-   overlap it at IoU >= ``voting_iou`` (0.5), itself included; its score and
-   class stay those of the kept box.
+   overlap it at IoU >= ``voting_iou`` (0.5) and score above the model's
+   score threshold (the candidates NMS considered), itself included; its
+   score and class stay those of the kept box.
 
 The model runs this from ``FasterRCNN._detect`` when ``box_refinement`` is
 on, so evaluation, prediction and the exported signature all include it.
 Cost: a second RoI pooling and conv5_x pass over the R RoIs, plus voting's
-D x 2RK IoU matrix per image.
+D x M IoU matrix per image, M <= 2RK the candidates above the score
+threshold.
 """
 
 import tensorflow as tf
@@ -78,7 +80,8 @@ def merge_and_vote(boxes, probs, new_boxes, new_probs, *, max_detections,
             xmax); first and second pass (the two R may differ).
         probs, new_probs: float32 [B, R, K] foreground probabilities.
         max_detections: Python int, detections kept per image (and per class).
-        score_threshold: candidates at or below it are dropped before NMS.
+        score_threshold: candidates at or below it are dropped before NMS
+            and do not vote.
         nms_iou: per-class NMS IoU on the union (0.3, Appendix B).
         voting_iou: the least IoU of a voter (0.5).
     Returns:
@@ -97,7 +100,7 @@ def merge_and_vote(boxes, probs, new_boxes, new_probs, *, max_detections,
     pool_classes = tf.broadcast_to(tf.range(k, dtype=tf.int32), tf.shape(union_probs))
     voted = box_voting(det_boxes, classes, tf.reshape(union_boxes, [b, -1, 4]),
                        tf.reshape(union_probs, [b, -1]), tf.reshape(pool_classes, [b, -1]),
-                       iou_threshold=voting_iou)
+                       iou_threshold=voting_iou, score_threshold=score_threshold)
     return {"boxes": voted, "scores": scores, "classes": classes, "num_detections": count}
 
 

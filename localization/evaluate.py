@@ -17,6 +17,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from detection.data.annotations import missed_in_order
 from localization.data.pipeline import pad_boxes, test_examples, test_views
 from localization.data.rcnn import region_view, warp_regions
 from localization.data.sources import open_localization_source
@@ -389,22 +390,6 @@ def evaluate_localizer(directory, data, *, multiscale=False, scales=None, flip=F
             out[f"top{k}_{name}_error_readable"] = readable[f"top{k}_{name}_error"]
     if per_image:
         out["per_image"] = rows
-    return out
-
-
-def missed_in_order(report, max_images=None):
-    """The ``MissedImage``s of a split's ``report`` (images the loader
-    skipped as unreadable) that an evaluation of its first ``max_images``
-    images covers: those whose ``position`` (kept annotations before them)
-    leaves them among the first ``max_images`` of the loader's order; all
-    without ``max_images``."""
-    missed = list(getattr(report, "missed", None) or [])
-    if not max_images:
-        return missed
-    out = []
-    for m in sorted(missed, key=lambda m: m.position):
-        if max(m.position, 0) + len(out) < max_images:
-            out.append(m)
     return out
 
 

@@ -35,7 +35,7 @@ from localization.model import Localizer
 from localization.rcnn import RegionClassifier
 from resnet_tf import model_dir
 from resnet_tf.data.preprocessing import Preprocessing
-from resnet_tf.precision import model_policy, policy_scope
+from resnet_tf.precision import model_policy
 
 KIND = "localizer"
 WEIGHTS = "localizer.weights.h5"
@@ -82,14 +82,9 @@ def load_localizer(directory):
     if meta.get("stage") == "rcnn":
         raise ValueError(f"{directory} is a two-stage (RPN+R-CNN) localizer directory; "
                          "load it with localization.model_dir.load_localizer_stages.")
-    weights = os.path.join(directory, WEIGHTS)
-    if not os.path.exists(weights):
-        raise ValueError(f"{weights} is missing from the localizer directory.")
     prep = Preprocessing.from_dict(meta["preprocessing"])
-    with policy_scope(model_dir.recorded_policy(directory, meta)):
-        model = Localizer.from_config(meta["config"])
-        model.ensure_built(prep.crop_size)
-    model_dir.load_weights_file(model, weights, KIND)
+    model = model_dir.build_and_load(Localizer, directory, meta, WEIGHTS, KIND,
+                                     build_args=(prep.crop_size,))
     return model, prep, model_dir.read_mean_image(directory, meta), meta
 
 
@@ -150,12 +145,6 @@ def load_localizer_stages(directory):
                          f"{directory}: copy the first-stage directory there (it was "
                          f"{meta.get('stage1_source')}).")
     localizer, prep, mean, _ = load_localizer(stage1)
-    weights = os.path.join(directory, RCNN_WEIGHTS)
-    if not os.path.exists(weights):
-        raise ValueError(f"{weights} is missing from the localizer directory.")
-    with policy_scope(model_dir.recorded_policy(directory, meta)):
-        rcnn = RegionClassifier.from_config(meta["config"])
-        rcnn.ensure_built()
-    model_dir.load_weights_file(rcnn, weights, KIND)
+    rcnn = model_dir.build_and_load(RegionClassifier, directory, meta, RCNN_WEIGHTS, KIND)
     mean = model_dir.read_mean_image(directory, meta) if meta.get("mean_image") else mean
     return localizer, rcnn, prep, mean, meta

@@ -19,7 +19,7 @@ or h5py.
 
 The detector's and the localizer's directories are written and read by
 ``detection.model_dir`` and ``localization.model_dir``, on top of this
-module.
+module: both rebuild their models with ``build_and_load``.
 
 Precision: ``resnet_tf.json`` records the Keras dtype policy the model was
 built under ("policy": float32, mixed_bfloat16 or mixed_float16; older
@@ -200,6 +200,49 @@ def load_keras_file(path, what="model", compile=False, hint="restore it from a b
             raise _corrupt(path, what, hint, f"{type(e).__name__}: {e}") from e
         raise ValueError(f"{path}: could not load the {what} ({type(e).__name__}: {e}). "
                          f"The file may be damaged: {hint}.") from e
+
+
+def build_and_load(cls, directory, meta, weights_name, kind, build_args=(),
+                   hint="retrain, or restore it from a backup"):
+    """Rebuild a model from a directory's recorded config and load its
+    weights file: the loading steps every ``.weights.h5`` model directory
+    shares (``detection.model_dir``, ``localization.model_dir``).
+
+    The model is built as ``cls.from_config(meta["config"])`` and
+    ``model.ensure_built(*build_args)`` inside
+    ``resnet_tf.precision.policy_scope(recorded_policy(directory, meta))``
+    (module docstring: Keras fixes each layer's dtype policy when the layer
+    is created), then ``load_weights_file(model, DIR/weights_name, kind)``.
+
+    Args:
+        cls: a Keras model class with ``from_config`` and ``ensure_built``
+            (``FasterRCNN``, ``Localizer``, ``RegionClassifier``).
+        directory: the model directory.
+        meta: its ``resnet_tf.json`` dict (``read_meta``); ``meta["config"]``
+            holds the model's constructor arguments.
+        weights_name: the weights file's name inside ``directory``, e.g.
+            "detector.weights.h5".
+        kind: what the directory holds, for messages ("detector",
+            "localizer").
+        build_args: passed to ``ensure_built`` (the localizer's crop size).
+        hint: what to do about a missing or damaged weights file.
+    Returns:
+        the built model, weights loaded, under the recorded dtype policy.
+    Raises:
+        ValueError naming the file: "DIR/NAME is missing from the KIND
+        directory" (with ``hint``); a policy this resnet-tf does not know
+        (``recorded_policy``); a damaged weights file or weights that don't
+        fit the config (``load_weights_file``).
+    """
+    from resnet_tf.precision import policy_scope
+
+    weights = os.path.join(directory, weights_name)
+    if not os.path.exists(weights):
+        raise ValueError(f"{weights} is missing from the {kind} directory; {hint}.")
+    with policy_scope(recorded_policy(directory, meta)):
+        model = cls.from_config(meta["config"])
+        model.ensure_built(*build_args)
+    return load_weights_file(model, weights, kind, hint=hint)
 
 
 def save_weights_file(model, path):

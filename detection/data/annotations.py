@@ -127,6 +127,22 @@ def missed_annotation(path, boxes, classes, difficult=None, height=0, width=0):
                            difficult=difficult[keep])
 
 
+def missed_in_order(report, max_images=None):
+    """The ``MissedImage``s of a split's ``report`` (images the loader
+    skipped as unreadable) that an evaluation of its first ``max_images``
+    images covers: those whose ``position`` (kept annotations before them)
+    leaves them among the first ``max_images`` of the loader's order; all
+    without ``max_images``."""
+    missed = list(getattr(report, "missed", None) or [])
+    if not max_images:
+        return missed
+    out = []
+    for m in sorted(missed, key=lambda m: m.position):
+        if max(m.position, 0) + len(out) < max_images:
+            out.append(m)
+    return out
+
+
 @dataclasses.dataclass
 class LoadReport:
     """What a loader did: nothing is dropped silently.

@@ -36,3 +36,18 @@ class DetectionSplit(SplitBase):
     images: Optional[np.ndarray] = None
     report: object = None
     image_bytes: Optional[Callable] = None
+
+
+def first_images(split, n):
+    """``split`` cut to its first ``n`` annotations (and, for in-memory or
+    TFDS sources, their images), in the loader's order; the report is kept
+    as it is. ``n`` >= 0 (int); ``n`` at least the split's size returns it
+    unchanged. Used by evaluations limited to their first N images."""
+    n = max(int(n), 0)
+    if n >= len(split.annotations):
+        return split
+    make_bytes = split.image_bytes
+    return dataclasses.replace(
+        split, annotations=split.annotations[:n],
+        images=split.images[:n] if split.images is not None else None,
+        image_bytes=(lambda: make_bytes().take(n)) if make_bytes is not None else None)

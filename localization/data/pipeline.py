@@ -36,6 +36,9 @@ from detection.ops.boxes import PAD
 from resnet_tf.data import augment
 from resnet_tf.data.decode import SkipCounter, decode_and_filter, graph_fn
 
+# Training shuffle buffer: elements (images) mixed at once (shuffled_repeated).
+SHUFFLE_BUFFER = 20_000
+
 
 def pad_boxes(annotations, label_map=None):
     """``(labels int32 [N], boxes float32 [N, G, 4] padded -1)``; labels are
@@ -146,6 +149,34 @@ def _elements(annotations, labels, boxes, images, counter):
     return decode_and_filter(ds, counter if counter is not None else SkipCounter())
 
 
+def shuffled_repeated(ds, n, seed, *, cache=False, repeat=True):
+    """A training order for a dataset of ``n`` elements, each element paired
+    with its own stateless seed: optionally cached (decoded images kept in
+    memory), shuffled through a buffer of ``min(n, SHUFFLE_BUFFER)``
+    (reshuffled each pass), optionally repeated forever, then zipped with
+    ``tf.data.Dataset.random(seed)`` two at a time (re-drawn each pass), so
+    a run is reproducible from ``seed`` while every pass draws new
+    augmentations. Used by the localizer's stages (``make_training_dataset``,
+    ``localization.data.rcnn.make_rcnn_dataset``).
+
+    Args:
+        ds: a ``tf.data.Dataset`` of n elements.
+        n: int, its length (for the buffer).
+        seed: int, the shuffle's and the seed stream's seed.
+        cache: ``ds.cache()`` before shuffling.
+        repeat: ``repeat()`` after shuffling (then pass ``steps_per_epoch``).
+    Returns:
+        a ``tf.data.Dataset`` of ``(element, int64 [2] seed)``.
+    """
+    if cache:
+        ds = ds.cache()
+    ds = ds.shuffle(min(n, SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(ds, seeds)
+
+
 def make_training_dataset(annotations, prep, mean_image, *, batch_size, seed=0,
                           counter=None, images=None, label_map=None, repeat=True,
                           cache=False):
@@ -163,19 +194,13 @@ def make_training_dataset(annotations, prep, mean_image, *, batch_size, seed=0,
     labels, boxes = pad_boxes(annotations, label_map)
     mean = None if mean_image is None else tf.constant(mean_image, tf.float32)
     ds = _elements(annotations, labels, boxes, images, counter)
-    if cache:
-        ds = ds.cache()
-    ds = ds.shuffle(min(len(annotations), 20_000), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
     def view(e, s):
         x, b = train_view(e["image"], e["boxes"], s, prep, mean)
         return x, {"labels": e["label"], "boxes": b}
 
-    ds = tf.data.Dataset.zip(ds, seeds).map(graph_fn(view),
-                                            num_parallel_calls=tf.data.AUTOTUNE)
+    ds = shuffled_repeated(ds, len(annotations), seed, cache=cache, repeat=repeat).map(
+        graph_fn(view), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 

@@ -36,7 +36,7 @@ from detection.box_coder import HEAD_WEIGHTS, BoxCoder
 from detection.matcher import IGNORE, POSITIVE, Matcher
 from detection.ops.boxes import PAD, is_valid
 from detection.sampler import sample_balanced
-from localization.data.pipeline import pad_boxes
+from localization.data.pipeline import pad_boxes, shuffled_repeated
 from resnet_tf.data import augment
 from resnet_tf.data.decode import SkipCounter, decode_and_filter, graph_fn
 
@@ -185,12 +185,6 @@ def make_rcnn_dataset(annotations, proposals, prep, mean_image, *, warp_size, vi
         ds = ds.map(graph_fn(lambda e: {**e, "image_bytes": tf.io.read_file(e["path"])}),
                     num_parallel_calls=tf.data.AUTOTUNE)
         ds = decode_and_filter(ds, counter if counter is not None else SkipCounter())
-    if cache:
-        ds = ds.cache()
-    ds = ds.shuffle(min(len(annotations), 20_000), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
     def regions(e, s):
         s_order, s_flip = augment.split_seed(s, 2)
@@ -208,8 +202,8 @@ def make_rcnn_dataset(annotations, proposals, prep, mean_image, *, warp_size, vi
             deltas = tf.where(flip[:, None], deltas * [1.0, -1.0, 1.0, 1.0], deltas)
         return x, {"classes": classes, "deltas": deltas}
 
-    ds = tf.data.Dataset.zip(ds, seeds).map(graph_fn(regions),
-                                            num_parallel_calls=tf.data.AUTOTUNE)
+    ds = shuffled_repeated(ds, len(annotations), seed, cache=cache, repeat=repeat).map(
+        graph_fn(regions), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.unbatch().shuffle(max(batch_size, shuffle_images * regions_per_image),
                               seed=seed + 1, reshuffle_each_iteration=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -13,8 +13,9 @@ from PIL import Image
 
 from conftest import shared_data
 from detection.data.annotations import ImageAnnotation
+from detection.data.buckets import bucket_shapes, plan_buckets
 from detection.data.pipeline import (IMAGENET_MEAN_RGB, DetectionPreprocessing,
-                                     bucket_shapes, make_detection_dataset, plan_buckets)
+                                     make_detection_dataset)
 from detection.data.sources import open_detection_source
 from resnet_tf.data.decode import read_image_file
 

@@ -113,3 +113,71 @@ def test_multiscale_detector_runs_end_to_end_and_round_trips_its_config():
     assert int(b["num_detections"].numpy().sum()) > 0
     for key in ("boxes", "scores", "classes", "num_detections"):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-4)
+
+
+def test_scale_target_is_a_checked_option_stored_with_the_model():
+    factors = tf.constant([[f, f] for f in (0.5, 1.0, 2.0)], tf.float32)
+    boxes = tf.constant([[0, 0, 48, 48], [0, 0, 100, 100]], tf.float32)
+    # With the paper's 224 both boxes read the largest level; with 24 the
+    # 48-pixel box reads the level where it is 24 pixels (exactly: its
+    # smaller neighbour second), the 100-pixel one where it is 50.
+    first, _ = multiscale.select_scales(boxes, factors)
+    np.testing.assert_array_equal(first, [2, 2])
+    first, second = multiscale.select_scales(boxes, factors, 24)
+    np.testing.assert_array_equal(first, [0, 0])
+    np.testing.assert_array_equal(second, [1, 1])
+    model = FasterRCNN(2, **TINY, test_scales=(48, 96), scale_target=24)
+    config = model.get_config()
+    assert config["scale_target"] == 24 and FasterRCNN.from_config(config).scale_target == 24
+    # A directory saved before the option existed has no key: the paper's 224.
+    config.pop("scale_target")
+    assert FasterRCNN.from_config(config).scale_target == 224 == FasterRCNN(2).scale_target
+    for bad in (0, -5, "big", float("nan")):
+        with pytest.raises(ValueError, match="scale_target"):
+            FasterRCNN(2, **TINY, scale_target=bad)
+
+
+def test_a_level_at_the_input_scale_reuses_the_input_c4():
+    model = FasterRCNN(2, **TINY, test_scales=(48, 96, 192))
+    images = tf.constant(_images())
+    c4 = model.trunk(images)
+    calls = []
+
+    def trunk(level):
+        calls.append(tuple(level.shape[1:3]))
+        return model.trunk(level, training=False)
+
+    # The batch's largest shorter side is 96: level 96 is the input itself.
+    got = multiscale.pyramid_features(trunk, images, SIZES, (48, 96, 192), input_features=c4)
+    assert calls == [(48, 64), (192, 256)]  # the trunk ran on the two other levels only
+    fresh = model.feature_pyramid(images, SIZES)  # without input_c4: every level computed
+    for a, b in zip(got.features, fresh.features):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got.factors, fresh.factors)
+    # The choice is made at run time: in a graph, and when no level is at
+    # the input's scale (shorter sides 80 here), nothing is reused.
+    marked = c4 + 1000.0  # a stand-in, so a reuse shows
+    graph = tf.function(lambda x, s, f: multiscale.pyramid_features(
+        trunk, x, s, (48, 96, 192), input_features=f).features)
+    reused = graph(images, SIZES, marked)
+    np.testing.assert_array_equal(reused[1], marked)
+    assert np.abs(reused[0] - fresh.features[0]).max() < 1e-4
+    other = graph(images, np.array([[80, 128], [80, 112]], "float32"), marked)
+    assert all(np.abs(level).max() < 1000.0 for level in other)
+    assert tuple(other[1].shape[1:3]) != tuple(c4.shape[1:3])
+
+
+def test_the_cli_flags_reach_the_model(tmp_path, monkeypatch):
+    import detection.train
+    from apps import cli
+
+    got = {}
+    monkeypatch.setattr(detection.train, "train_detector",
+                        lambda *a, **k: got.update(k) or {"results": {}})
+    assert cli.main(["train", "detector", "--data", "synthetic", "--out", str(tmp_path / "d"),
+                     "--test-scales", "48,96", "--scale-target", "24"]) == 0
+    model = FasterRCNN(2, **{**TINY, **got["model_kwargs"]})
+    assert model.test_scales == (48, 96) and model.scale_target == 24
+    assert cli.main(["train", "detector", "--data", "synthetic",
+                     "--out", str(tmp_path / "e")]) == 0
+    assert got["model_kwargs"]["scale_target"] == 224  # the paper's

@@ -57,6 +57,13 @@ def test_train_save_reload_evaluate_predict(tmp_path):
     ev = evaluate_detector(out, "synthetic", synthetic_train=8, synthetic_eval=4)
     assert ev["images"] == 4 and 0 <= ev["voc_map50"] <= 1
     assert set(ev["per_class_ap50"]) == set(meta["class_names"])
+    assert ev["max_images"] == {"limit": None, "of": 4}
+    # --max-images: the first N images in the loader's order, the cut reported.
+    first = evaluate_detector(out, "synthetic", synthetic_train=8, synthetic_eval=4,
+                              max_images=2)
+    assert first["images"] == 2 and first["max_images"] == {"limit": 2, "of": 4}
+    with pytest.raises(ValueError, match="max_images must be a positive"):
+        evaluate_detector(out, "synthetic", synthetic_eval=4, max_images=0)
     img = sorted((shared_data("bccd/BCCD") / "JPEGImages").iterdir())[0]
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nbroken")
@@ -90,6 +97,10 @@ def test_detector_cli(tmp_path, capsys):
                      "--synthetic-eval", "2", "--json"]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["images"] == 2 and "coco" in r and 0 <= r["voc07_map50"] <= 1
+    assert cli.main(["evaluate", "detector", "--model", out, "--data", "synthetic",
+                     "--synthetic-eval", "2", "--max-images", "1"]) == 0
+    assert "Capped: --max-images evaluated the first 1 of 2 images." in \
+        capsys.readouterr().out
     img = sorted((shared_data("bccd/BCCD") / "JPEGImages").iterdir())[0]
     assert cli.main(["predict", "detector", "--model", out, str(img), "--min-score", "0",
                      "--draw", str(tmp_path / "d.png")]) == 0
