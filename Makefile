@@ -11,13 +11,19 @@ demo: $(VENV)/.runtime
 
 # lint-imports: the import-linter contracts of pyproject.toml (imports flow
 # apps -> localization -> detection -> resnet_tf); an upward import fails here.
+# The suite runs in TEST_WORKERS pytest-xdist processes, a test file to each
+# (--dist loadfile: a file's module fixtures are made once); TEST_WORKERS=0
+# runs it in this one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(VENV)/.dev
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest tests -ra --durations=60
+	$(BIN)/python -m pytest tests -ra --durations=60 $(XDIST)
 
 test-fast: $(VENV)/.dev
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest tests -ra -m "not slow"
+	$(BIN)/python -m pytest tests -ra -m "not slow" $(XDIST)
 
 lint-imports: $(VENV)/.dev
 	$(BIN)/lint-imports --no-cache
