@@ -184,7 +184,17 @@ def assert_core_ops_only(export_dir, expected):
 
 
 def build_loader_once(tmp_path_factory):
-    """The C++ loader, built once per test session (~15 s)."""
+    """The C++ loader, built once per ``make test`` (~15 s of g++): in the
+    run's shared temporary folder when pytest-xdist workers run the suite
+    (the workers' own folders are inside it), the first worker building
+    while the others wait on a lock file."""
+    import fcntl
+
     if serving.compiler() is None:
         pytest.skip("no C++ compiler (g++) to build TF Serving's loader check")
-    return serving.build_loader(str(tmp_path_factory.getbasetemp() / "serving-loader"))
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    with open(base / "serving-loader.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return serving.build_loader(str(base / "serving-loader"))

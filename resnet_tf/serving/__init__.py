@@ -57,9 +57,15 @@ def build_loader(directory):
     output = os.path.join(directory, "load_and_run")
     if os.path.exists(output) and os.path.getmtime(output) >= os.path.getmtime(SOURCE):
         return output  # built before (e.g. by another test module)
-    proc = subprocess.run(build_command(output), capture_output=True, text=True)
+    # Built under a private name and renamed into place: a process that
+    # finds ``output`` finds a whole binary, even while another builds.
+    partial = f"{output}.{os.getpid()}.partial"
+    proc = subprocess.run(build_command(partial), capture_output=True, text=True)
     if proc.returncode != 0:
+        if os.path.exists(partial):
+            os.remove(partial)
         raise RuntimeError(f"building {SOURCE} failed:\n{proc.stderr[-4000:]}")
+    os.replace(partial, output)
     return output
 
 

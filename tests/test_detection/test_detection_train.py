@@ -113,8 +113,11 @@ def test_detector_cli(tmp_path, capsys):
 @pytest.mark.slow
 def test_overfits_a_handful_of_bccd_images_to_map_above_0_8():
     """The whole pipeline learns on real data: three BCCD trainval images
-    with all three classes (platelets are ~25 px at this scale), from scratch,
-    trained in chunks until VOC mAP@0.5 on the same images reaches 0.8."""
+    with all three classes (platelets are ~17 px at this scale), from scratch,
+    trained in chunks of 10 iterations until VOC mAP@0.5 on the same images
+    reaches 0.8. Seeded (weights, RoI sampling, shuffle), so every run takes
+    the same path; Adam, 224 px and 500/100 proposals keep it near 60
+    iterations (about a third of the CPU of SGD at 320 px)."""
     import dataclasses
 
     import keras
@@ -123,30 +126,31 @@ def test_overfits_a_handful_of_bccd_images_to_map_above_0_8():
     from detection.metrics.voc_map import evaluate_voc
     from detection.model import FasterRCNN
 
+    keras.utils.set_random_seed(1)
     src = open_detection_source(f"voc:{shared_data('bccd/BCCD')}:trainval")
     train = src.split("train")
     anns = [a for a in train.annotations if set(a.classes.tolist()) == {0, 1, 2}][:3]
     split = dataclasses.replace(train, annotations=anns)
-    prep = DetectionPreprocessing(320, 427, flip=False)
-    ds = make_detection_dataset(anns, prep, training=True, batch_size=3).repeat()
+    prep = DetectionPreprocessing(224, 299, flip=False)
+    ds = make_detection_dataset(anns, prep, training=True, batch_size=3, seed=1).repeat()
     model = FasterRCNN(3, depth=18, class_names=src.class_names, frozen_bn=False,
                        freeze_at=0, anchor_scales=(16, 32, 64, 128), rpn_batch=128,
-                       roi_batch=64, pooled_size=7,
-                       proposals=dict(pre_nms_train=1000, post_nms_train=200,
-                                      pre_nms_test=1000, post_nms_test=100))
+                       roi_batch=64, pooled_size=6, seed=1,
+                       proposals=dict(pre_nms_train=500, post_nms_train=100,
+                                      pre_nms_test=500, post_nms_test=50))
     model.ensure_built()
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9, clipnorm=10.0))
+    model.compile(keras.optimizers.Adam(1e-3, clipnorm=10.0))
     gts = [{"boxes": a.boxes, "classes": a.classes, "difficult": a.difficult} for a in anns]
     history = []
-    for _ in range(12):  # at most 300 iterations
-        model.fit(ds, epochs=1, steps_per_epoch=25, verbose=0)
+    for steps in [10, 20] + [10] * 13:  # at most 160 iterations
+        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
         dets = _to_original(detect_split(model, prep, split, 3), anns)
         history.append(evaluate_voc(dets, gts, 3, class_names=src.class_names))
-        if history[-1]["mAP"] >= 0.8:
+        if history[-1]["mAP"] >= 0.8 and min(history[-1]["per_class"].values()) > 0.5:
             break
     assert history[-1]["mAP"] >= 0.8, [round(h["mAP"], 3) for h in history]
     assert all(ap > 0.5 for ap in history[-1]["per_class"].values()), history[-1]
-    assert history[0]["mAP"] < 0.5  # it had to learn: 25 iterations are not enough
+    assert history[0]["mAP"] < 0.5  # it had to learn: 10 iterations are not enough
 
 
 def test_the_default_roi_batch_is_the_original_faster_rcnn_codes():

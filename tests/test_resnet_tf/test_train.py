@@ -205,8 +205,11 @@ def test_predict_reports_unreadable_files(tmp_path, synthetic_run):
 
 @pytest.mark.slow
 def test_short_cifar_run_beats_chance_on_held_out_test_images(tmp_path):
-    """A few thousand cifar10-jpg images, the cifar recipe shortened: well
-    above the 10% of chance on the real test images."""
+    """A few thousand cifar10-jpg images, the cifar recipe shortened, in the
+    precision users get by default (``--precision auto``: mixed_bfloat16 on
+    AMX or AVX-512 BF16 CPUs, float32 elsewhere): well above the 10% of
+    chance on the real test images (0.39-0.49 error in four runs, both
+    precisions)."""
     root = shared_data("cifar10-jpg")
     subset = tmp_path / "train"
     for c in sorted(os.listdir(root / "train")):
@@ -215,11 +218,12 @@ def test_short_cifar_run_beats_chance_on_held_out_test_images(tmp_path):
             os.symlink(root / "train" / c / f, subset / c / f)
     out = str(tmp_path / "m")
     r = train_classifier(f"folder:{subset}", out, model="resnet20", recipe="cifar",
-                         epochs=12, batch_size=64, verbose=0)
+                         epochs=12, batch_size=64, policy="auto", verbose=0)
     assert r.results["skipped_images"]["train"] == 0
     res = evaluate_classifier(out, f"folder:{root / 'test'}", max_images=2000,
                               batch_size=250)
-    print("short CIFAR run:", r.results, res)
+    policy = json.load(open(os.path.join(out, "resnet_tf.json")))["policy"]
+    print("short CIFAR run:", policy, r.results, res)
     assert res["images"] == 2000
     assert res["top1_error"] < 0.65  # chance: 0.90
 
