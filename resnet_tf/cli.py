@@ -39,8 +39,8 @@ def add_precision_and_strategy(p):
     ``--auto-shard`` and ``--backup-every``, shared by every ``train`` command."""
     p.add_argument("--precision", "--policy", dest="policy", default=AUTO,
                    choices=PRECISIONS,
-                   help="auto (default: mixed_bfloat16 on a GPU or a CPU with AMX, "
-                   "and for the CIFAR nets on a CPU with AVX-512 BF16; float32 "
+                   help="auto (default: mixed_bfloat16 on a GPU, a CPU with AMX or an "
+                   "AMD CPU with AVX-512 BF16, where it measured faster; float32 "
                    "elsewhere; the choice is printed and recorded), float32, "
                    "mixed_bfloat16, mixed_float16 (GPUs)")
     p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"],

@@ -16,25 +16,21 @@ directory records it in ``resnet_tf.json`` ("policy", ``model_policy``)
 and its loader rebuilds the model inside ``policy_scope`` of it.
 
 ``--precision auto`` (the CLI's default) picks the policy that trains
-fastest on the machine for the network family (``choose_precision``, a pure
-function of the machine's CPU flags and GPUs and of the family;
-``resolve_precision`` reads this machine): mixed_bfloat16 where bfloat16
-runs on matrix hardware (a GPU of compute capability 8.0 or more, or a CPU
-with AMX, ``amx_bf16`` in /proc/cpuinfo: ResNet-50 trains 1.72x faster
-there, benchmarks/RESULTS.md); on a CPU with AVX-512 BF16 but no AMX,
-mixed_bfloat16 for the CIFAR family only (16-64 channels: ResNet-20/56/110
-train 1.56-1.71x faster in bfloat16 there) and float32 for the ImageNet
-family; float32 on every other CPU (without bfloat16 instructions oneDNN
-runs bfloat16 convolutions 1.4-2.2x slower than float32 ones). The
-trainers resolve it once, in
+fastest on the machine (``choose_precision``, a pure function of the
+machine's /proc/cpuinfo and GPUs; ``resolve_precision`` reads this
+machine), from what benchmarks/RESULTS.md measured: mixed_bfloat16 on a GPU
+of compute capability 8.0 or more, on a CPU with AMX (``amx_bf16``:
+ResNet-50 trained 1.72x faster there), and on an AMD CPU with AVX-512 BF16
+(``avx512_bf16``, AuthenticAMD: ResNet-50 1.69x, CIFAR ResNet-20 1.48x
+faster on a Zen 4 EPYC); float32 elsewhere (on a Sapphire Rapids VM with
+AVX-512 BF16 but no AMX exposed, oneDNN's bfloat16 convolutions ran
+1.4-2.2x slower than its float32 ones). The trainers resolve it once, in
 ``resnet_tf.runner.TrainingRun``, print the choice and its reason, and the
 model directory's ``training`` record keeps both ("requested_policy":
 "auto", "policy": the one used).
 """
 
 import contextlib
-
-from resnet_tf.zoo import FAMILIES  # what "auto" may decide per family
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 AUTO = "auto"
@@ -105,14 +101,31 @@ def parse_cpu_flags(cpuinfo):
     return None
 
 
-def _check_family(family):
-    if family not in FAMILIES:
-        raise ValueError(f"unknown network family {family!r}; use one of "
-                         f"{', '.join(FAMILIES)}.")
-    return family
+def parse_cpu_vendor(cpuinfo):
+    """The CPU vendor in ``cpuinfo`` (the text of /proc/cpuinfo): the first
+    "vendor_id" value as a str (e.g. "GenuineIntel", "AuthenticAMD"), or
+    None where it has none."""
+    for line in (cpuinfo or "").splitlines():
+        if line.startswith("vendor_id"):
+            return line.split(":", 1)[1].strip()
+    return None
 
 
-def choose_precision(cpuinfo, gpus, family="imagenet"):
+def cpu_bfloat16_reason(flags, vendor):
+    """Why bfloat16 trains faster than float32 on a CPU with ``flags`` (a
+    set of str) from ``vendor`` (str or None), or None where it does not
+    (measured in benchmarks/RESULTS.md): AMX (``amx_bf16``), or AVX-512
+    BF16 (``avx512_bf16``) on an AMD CPU. Intel's AVX-512 BF16 without AMX
+    measured slower than float32."""
+    if "amx_bf16" in flags:
+        return "the CPU has AMX (amx_bf16 in /proc/cpuinfo)"
+    if "avx512_bf16" in flags and vendor == "AuthenticAMD":
+        return ("an AMD CPU with AVX-512 BF16 (avx512_bf16 in /proc/cpuinfo): bfloat16 "
+                "trained ResNet-50 1.7x faster than float32 on one")
+    return None
+
+
+def choose_precision(cpuinfo, gpus):
     """What ``--precision auto`` resolves to on a machine, and why.
 
     Args:
@@ -121,20 +134,14 @@ def choose_precision(cpuinfo, gpus, family="imagenet"):
         gpus: the GPUs TensorFlow sees: a list of ``(name, compute
             capability)``, the capability a ``(major, minor)`` tuple or None
             where unknown.
-        family: the network family trained, "imagenet" (Table 1's nets, and
-            the detector's and localizer's trunks) or "cifar" (Section 4.2's
-            16-64-channel nets).
     Returns:
         ``(policy, reason)``: "mixed_bfloat16" with GPUs that all have
-        bfloat16 tensor cores (capability >= 8.0, or unknown), on a CPU
-        with AMX (``amx_bf16`` among the flags), or for the "cifar" family
-        on a CPU with AVX-512 BF16 (``avx512_bf16``); "float32" otherwise.
-        The reason is one line for the user.
-    Raises:
-        ValueError: an unknown ``family``.
+        bfloat16 tensor cores (capability >= 8.0, or unknown), or on a CPU
+        where bfloat16 measured faster (``cpu_bfloat16_reason``: AMX, or
+        AMD's AVX-512 BF16); "float32" otherwise. The reason is one line
+        for the user.
     Source: the measurements in benchmarks/RESULTS.md ("--precision auto").
     """
-    _check_family(family)
     if gpus:
         names = ", ".join(str(name) for name, _ in gpus)
         old = [f"{name} (compute capability {cc[0]}.{cc[1]})" for name, cc in gpus
@@ -146,24 +153,21 @@ def choose_precision(cpuinfo, gpus, family="imagenet"):
     flags = parse_cpu_flags(cpuinfo)
     if flags is None:
         return "float32", "no GPU, and the CPU's flags are unknown (no /proc/cpuinfo)"
-    if "amx_bf16" in flags:
-        return "mixed_bfloat16", "no GPU; the CPU has AMX (amx_bf16 in /proc/cpuinfo)"
+    fast = cpu_bfloat16_reason(flags, parse_cpu_vendor(cpuinfo))
+    if fast:
+        return "mixed_bfloat16", f"no GPU; {fast}"
     if "avx512_bf16" in flags:
-        if family == "cifar":
-            return "mixed_bfloat16", (
-                "no GPU and no AMX, but AVX-512 BF16 (avx512_bf16 in /proc/cpuinfo): the "
-                "CIFAR nets train about 1.6x faster in bfloat16 there")
         return "float32", ("no GPU, and the CPU has no AMX (no amx_bf16 in /proc/cpuinfo): "
-                           "its AVX-512 BF16 pays for the CIFAR nets only, and an "
-                           "ImageNet-family net would train slower in bfloat16 here")
+                           "bfloat16 would train slower here (its AVX-512 BF16 measured "
+                           "slower than float32 on Intel CPUs without AMX)")
     return "float32", ("no GPU, and the CPU has no AMX (no amx_bf16 in /proc/cpuinfo): "
                        "bfloat16 would train slower here")
 
 
-def machine_precision(family="imagenet"):
+def machine_precision():
     """``choose_precision`` for this machine: /proc/cpuinfo and the GPUs
-    TensorFlow sees (with their compute capability), for ``family``."""
-    return choose_precision(_read_cpuinfo(), _visible_gpus(), family)
+    TensorFlow sees (with their compute capability)."""
+    return choose_precision(_read_cpuinfo(), _visible_gpus())
 
 
 def _visible_gpus():
@@ -180,41 +184,37 @@ def _visible_gpus():
     return gpus
 
 
-def resolve_precision(requested, where="--precision", family="imagenet"):
-    """The dtype policy to train a ``family`` net with for ``requested``
-    (one of ``PRECISIONS``): ``(policy, reason)``, reason None for an
-    explicit policy, ``machine_precision``'s for "auto".
+def resolve_precision(requested, where="--precision"):
+    """The dtype policy to train with for ``requested`` (one of
+    ``PRECISIONS``): ``(policy, reason)``, reason None for an explicit
+    policy, ``machine_precision``'s for "auto".
 
     Raises:
-        ValueError naming ``where``: neither "auto" nor one of ``POLICIES``;
-        or an unknown ``family``.
+        ValueError naming ``where``: neither "auto" nor one of ``POLICIES``.
     """
-    _check_family(family)
     if requested == AUTO:
-        return machine_precision(family)
+        return machine_precision()
     if requested not in POLICIES:
         raise ValueError(f"{where}: unknown precision {requested!r}; use one of "
                          f"{', '.join(PRECISIONS)}.")
     return requested, None
 
 
-def slow_bfloat16_reason(policy, cpu_flags=None, has_gpu=None, family="imagenet"):
-    """Why ``policy`` will train a ``family`` net slower than float32 here,
-    or None.
+def slow_bfloat16_reason(policy, cpu_flags=None, has_gpu=None, vendor=None):
+    """Why ``policy`` will train slower than float32 here, or None.
 
-    ``mixed_bfloat16`` on a CPU without AMX, except a CIFAR-family net on a
-    CPU with AVX-512 BF16 (``choose_precision``'s rule): oneDNN's bfloat16
-    convolutions measured 1.4-2.2x slower than its float32 ones there
-    (benchmarks/RESULTS.md).
+    ``mixed_bfloat16`` on a CPU where ``cpu_bfloat16_reason`` gives none:
+    oneDNN's bfloat16 convolutions measured 1.4-2.2x slower than its
+    float32 ones on an Intel CPU without AMX (benchmarks/RESULTS.md).
 
     Args:
         policy: a Keras dtype policy name.
-        cpu_flags: the CPU's flags (default: read from /proc/cpuinfo; None
-            where that cannot be read, and then no reason is given).
+        cpu_flags: the CPU's flags (default: read from /proc/cpuinfo, with
+            the vendor; None where that cannot be read, and then no reason
+            is given).
         has_gpu: whether TensorFlow sees a GPU (default: ask TensorFlow).
-        family: "imagenet" or "cifar" (``FAMILIES``).
+        vendor: the CPU's vendor_id with ``cpu_flags`` (default: None).
     """
-    _check_family(family)
     if policy != "mixed_bfloat16":
         return None
     if has_gpu is None:
@@ -225,10 +225,11 @@ def slow_bfloat16_reason(policy, cpu_flags=None, has_gpu=None, family="imagenet"
         return None
     flags = cpu_flags
     if flags is None:
-        flags = parse_cpu_flags(_read_cpuinfo())
+        cpuinfo = _read_cpuinfo()
+        flags, vendor = parse_cpu_flags(cpuinfo), parse_cpu_vendor(cpuinfo)
         if flags is None:
             return None
-    if "amx_bf16" in flags or (family == "cifar" and "avx512_bf16" in flags):
+    if cpu_bfloat16_reason(flags, vendor):
         return None
     return ("mixed_bfloat16 on a CPU without AMX (no amx_bf16 in "
             "/proc/cpuinfo): bfloat16 convolutions run slower than float32 "

@@ -115,13 +115,12 @@ def shard_options(ds, policy="data"):
 
 
 @contextlib.contextmanager
-def dtype_policy(policy, family="imagenet"):
-    """``precision.policy_scope(policy)`` for building a ``family`` model
-    to train, with a warning where ``policy`` trains slower than float32
-    here."""
+def dtype_policy(policy):
+    """``precision.policy_scope(policy)`` for building a model to train,
+    with a warning where ``policy`` trains slower than float32 here."""
     from resnet_tf.precision import check_policy, policy_scope, slow_bfloat16_reason
 
-    reason = slow_bfloat16_reason(check_policy(policy, "--precision"), family=family)
+    reason = slow_bfloat16_reason(check_policy(policy, "--precision"))
     if reason:
         log.warning(reason)
     with policy_scope(policy):
@@ -373,9 +372,6 @@ class TrainingRun:
             fastest on this machine (``precision.resolve_precision``,
             resolved here, once for every trainer; the choice and its
             reason are printed, and ``record`` keeps both).
-        family: the network family trained, "imagenet" (default; the
-            detector's and localizer's trunks too) or "cifar": "auto" may
-            choose differently for them (``precision.choose_precision``).
         seed, deterministic: with ``deterministic``, Keras's seeds are set
             from ``seed`` and TF's ops made deterministic (slower).
         auto_shard: how multi-worker runs split the data (``shard_options``).
@@ -388,7 +384,7 @@ class TrainingRun:
 
     def __init__(self, out_dir, *, epochs=None, iterations=None, strategy=None,
                  policy="float32", seed=0, deterministic=False, auto_shard="data",
-                 backup_every=None, family="imagenet"):
+                 backup_every=None):
         check_run_length(epochs, iterations)
         _check_shard_policy(auto_shard)
         self.strategy = make_strategy(strategy)  # first: multi-worker set-up needs a fresh TF
@@ -396,8 +392,7 @@ class TrainingRun:
         self.directory = worker_directory(out_dir, self.strategy)
         self.epochs, self.iterations = epochs, iterations
         self.requested_policy = policy
-        self.family = family
-        self.policy, self.policy_reason = resolve_precision(policy, family=family)
+        self.policy, self.policy_reason = resolve_precision(policy)
         if self.policy_reason:
             print(f"Precision: {policy} -> {self.policy} ({self.policy_reason}).", flush=True)
         self.seed, self.deterministic = seed, deterministic
@@ -448,7 +443,7 @@ class TrainingRun:
     @contextlib.contextmanager
     def building(self):
         """Build the model inside: the run's dtype policy and strategy scope."""
-        with dtype_policy(self.policy, self.family), self.strategy.scope():
+        with dtype_policy(self.policy), self.strategy.scope():
             yield
 
     def backup(self):

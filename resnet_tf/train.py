@@ -128,19 +128,13 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
         ``TrainResult`` with the directory, the history and final metrics.
     """
     t_start = time.time()
+    run = TrainingRun(out_dir, epochs=epochs, iterations=iterations, strategy=strategy,
+                      policy=policy, seed=seed, deterministic=deterministic,
+                      auto_shard=auto_shard, backup_every=backup_every)
     recipe = get_recipe(recipe, batch_size=batch_size, clipnorm=clipnorm,
                         label_smoothing=label_smoothing,
                         val_fraction=val_fraction, step_epochs=step_epochs,
                         schedule="steps" if step_epochs else None)
-    depth, residual = zoo.parse_name(model)
-    family = (model_kwargs or {}).get("family") or (
-        "cifar" if recipe.preprocessing == "cifar" and depth not in zoo.IMAGENET_STAGES
-        else None)
-    layout = zoo.stage_layout(depth, family)
-    run = TrainingRun(out_dir, epochs=epochs, iterations=iterations, strategy=strategy,
-                      policy=policy, seed=seed, deterministic=deterministic,
-                      auto_shard=auto_shard, backup_every=backup_every,
-                      family=layout.family)
     lr = learning_rate or recipe.learning_rate
 
     source = open_source(data, val_fraction=recipe.val_fraction, seed=seed,
@@ -179,6 +173,11 @@ def train_classifier(data, out_dir, *, model="resnet20", recipe="cifar", epochs=
                                            plan.steps_per_epoch)
     scale = iterations / recipe.max_iterations
 
+    depth, residual = zoo.parse_name(model)
+    family = (model_kwargs or {}).get("family") or (
+        "cifar" if recipe.preprocessing == "cifar" and depth not in zoo.IMAGENET_STAGES
+        else None)
+    layout = zoo.stage_layout(depth, family)
     warmup = recipe.resolved_warmup(layout.family, depth)
     boundaries = ()
     if recipe.schedule == "steps":

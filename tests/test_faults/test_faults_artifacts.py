@@ -71,7 +71,7 @@ def written(tmp_path_factory):
         ["train", "localizer", "--data", "synthetic", "--init-from", d["classifier"],
          "--iterations", "1", "--batch-size", "2", "--anchor-scales", "12,24",
          "--anchor-ratios", "1", "--head-channels", "8", "--synthetic-train", "2",
-         "--synthetic-eval", "2", "--out", d["localizer"]],
+         "--synthetic-eval", "2", "--precision", "float32", "--out", d["localizer"]],
     ] + [["export", kind, "--model", d[kind], "--out", str(root / "serving" / kind)]
          for kind in d]
     for argv in run:

@@ -207,7 +207,7 @@ def test_predict_reports_unreadable_files(tmp_path, synthetic_run):
 def test_short_cifar_run_beats_chance_on_held_out_test_images(tmp_path):
     """A few thousand cifar10-jpg images, the cifar recipe shortened, in the
     precision users get by default (``--precision auto``: mixed_bfloat16 on
-    AMX or AVX-512 BF16 CPUs, float32 elsewhere): well above the 10% of
+    AMX and AMD AVX-512 BF16 CPUs, float32 elsewhere): well above the 10% of
     chance on the real test images (0.39-0.49 error in four runs, both
     precisions)."""
     root = shared_data("cifar10-jpg")
