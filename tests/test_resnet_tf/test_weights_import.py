@@ -57,6 +57,34 @@ def real_pixels(tmp_path_factory):
     return paths, pixels, str(npy)
 
 
+@pytest.fixture(scope="module")
+def keras_h5(real_pixels, tmp_path_factory):
+    """``(model, logits, h5 path)``: the keras.applications ResNet50 source,
+    its logits on the real views, and its Keras 2 HDF5 weights file (built
+    once: two tests import it)."""
+    _, pixels, _ = real_pixels
+    src, want = keras_source(pixels)
+    h5 = tmp_path_factory.mktemp("keras") / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+    save_keras2_weights(src, h5)
+    return src, want, h5
+
+
+@pytest.fixture(scope="module")
+def torchvision_files(real_pixels, tmp_path_factory):
+    """``arch -> (logits, .pth path)``: torchvision sources written by
+    torch.save on first use (resnet18 is read by two tests)."""
+    _, _, npy = real_pixels
+    made = {}
+
+    def get(arch):
+        if arch not in made:
+            pth = tmp_path_factory.mktemp(arch) / f"{arch}.pth"
+            made[arch] = (torch_source(f"torchvision:{arch}", npy, pth), pth)
+        return made[arch]
+
+    return get
+
+
 def imported_logits(directory, paths):
     """``predict_files`` on the imported directory, with the top's softmax
     switched off so the logits themselves are compared."""
@@ -82,11 +110,10 @@ def relative_gap(ours, theirs):
 
 
 @pytest.mark.slow
-def test_keras_applications_h5_weights_match_keras_preprocess_input(real_pixels, tmp_path):
-    paths, pixels, _ = real_pixels
-    src, want = keras_source(pixels)
-    h5 = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
-    save_keras2_weights(src, h5)
+def test_keras_applications_h5_weights_match_keras_preprocess_input(real_pixels, keras_h5,
+                                                                    tmp_path):
+    paths, _, _ = real_pixels
+    src, want, h5 = keras_h5
     info = import_classifier("keras-applications", str(h5), str(tmp_path / "clf"))
     assert info["depth"] == 50 and info["layout"] == {
         "stride_on": "1x1", "conv_bias": True, "bn_epsilon": pytest.approx(1.001e-5)}
@@ -105,10 +132,10 @@ def test_keras_applications_h5_weights_match_keras_preprocess_input(real_pixels,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
-def test_torchvision_pth_matches_torch_normalisation(real_pixels, tmp_path, arch):
-    paths, _, npy = real_pixels
-    pth = tmp_path / f"{arch}.pth"
-    want = torch_source(f"torchvision:{arch}", npy, pth)
+def test_torchvision_pth_matches_torch_normalisation(real_pixels, torchvision_files, tmp_path,
+                                                    arch):
+    paths, _, _ = real_pixels
+    want, pth = torchvision_files(arch)
     info = import_classifier("torchvision", str(pth), str(tmp_path / "clf"))
     assert info["layout"] == {"stride_on": "3x3", "conv_bias": False, "bn_epsilon": 1e-5}
     got = imported_logits(str(tmp_path / "clf"), paths)
@@ -159,13 +186,11 @@ def _fold_without_std(kernel, conv):
 
 
 @pytest.mark.slow
-def test_the_comparisons_fail_with_the_fold_broken(real_pixels, tmp_path, monkeypatch):
-    paths, pixels, npy = real_pixels
-    src, want_keras = keras_source(pixels)
-    h5 = tmp_path / "k.h5"
-    save_keras2_weights(src, h5)
-    pth = tmp_path / "r18.pth"
-    want_torch = torch_source("torchvision:resnet18", npy, pth)
+def test_the_comparisons_fail_with_the_fold_broken(real_pixels, keras_h5, torchvision_files,
+                                                  tmp_path, monkeypatch):
+    paths, _, _ = real_pixels
+    _, want_keras, h5 = keras_h5
+    want_torch, pth = torchvision_files("resnet18")
     monkeypatch.setattr(importer, "fold_into_conv1", _fold_without_permutation)
     import_classifier("keras-applications", str(h5), str(tmp_path / "a"))
     assert relative_gap(imported_logits(str(tmp_path / "a"), paths), want_keras) > 1e-2
