@@ -73,14 +73,14 @@ def keras_h5(real_pixels, tmp_path_factory):
 def torchvision_files(real_pixels, tmp_path_factory):
     """``arch -> (logits, .pth path)``: torchvision sources written by
     torch.save on first use (resnet18 is read by two tests)."""
-    _, _, npy = real_pixels
-    made = {}
+    import functools
 
+    _, _, npy = real_pixels
+
+    @functools.cache
     def get(arch):
-        if arch not in made:
-            pth = tmp_path_factory.mktemp(arch) / f"{arch}.pth"
-            made[arch] = (torch_source(f"torchvision:{arch}", npy, pth), pth)
-        return made[arch]
+        pth = tmp_path_factory.mktemp(arch) / f"{arch}.pth"
+        return torch_source(f"torchvision:{arch}", npy, pth), pth
 
     return get
 
