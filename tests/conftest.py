@@ -9,6 +9,9 @@
   numbers do not vary with thread scheduling from run to run.
 - ``keras_session``: every test starts from the float32 policy and a clean
   Keras session, with a fixed seed.
+- ``module_scratch`` (autouse): a test file's temporary folders are removed
+  after its last test unless one of its tests failed (``session_tmp`` makes
+  a folder that lives for the session).
 - ``small_data_root`` (session): a data root like ``data_root()`` whose
   datasets are linked in place, except the folders of ``SMALL_CUTS``
   (cifar10-jpg's and hymenoptera's train/val class folders), which keep
@@ -127,12 +130,51 @@ def small_data(dest, cuts=None):
     return dest
 
 
+# Folders of session-scoped fixtures: ``module_scratch`` leaves them alone.
+SESSION_DIRS = set()
+
+
+def session_tmp(tmp_path_factory, name):
+    """A numbered temporary folder that lives for the whole session (a
+    session-scoped fixture's); other fixtures' folders are freed at the end
+    of their test file."""
+    path = tmp_path_factory.mktemp(name)
+    SESSION_DIRS.add(path.name)
+    return path
+
+
 @pytest.fixture(scope="session")
 def small_data_root(tmp_path_factory):
     """``small_data`` with the default cuts, made once. It skips nothing: a
     test that needs a dataset asks ``shared_data`` for it; without the shared
     data the path does not exist (as ``data_root()`` would not)."""
-    return small_data(tmp_path_factory.mktemp("small_data") / "data")
+    return small_data(session_tmp(tmp_path_factory, "small_data") / "data")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_scratch(request, tmp_path_factory):
+    """Frees the disk a test file used. pyproject's
+    ``tmp_path_retention_policy = "failed"`` removes a passing test's
+    ``tmp_path``; the folders that module-scoped fixtures made with
+    ``tmp_path_factory.mktemp`` (ResNet-50 weight files and SavedModels of
+    ~100 MB each) are removed here, after the file's last test, unless a test
+    of the file failed (they are kept to debug it, as pytest keeps a failed
+    test's ``tmp_path``). Without it the suite held 3+ GB of temporary files
+    at once, and a CI machine with little free disk failed with ENOSPC."""
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    before = set(os.listdir(base))
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed:
+        return
+    for name in set(os.listdir(base)) - before - SESSION_DIRS:
+        path = base / name
+        if path.is_symlink():  # pytest's ``<prefix>current`` links
+            path.unlink()
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # A test that ran longer than this (seconds) has likely built big models: its

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import shared_data
+from conftest import SESSION_DIRS, shared_data
 from resnet_tf import serving
 from resnet_tf.data.preprocessing import Preprocessing
 from resnet_tf.evaluate import predict_files
@@ -195,6 +195,8 @@ def build_loader_once(tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent
+    else:  # in this process's own folder: kept for the session
+        SESSION_DIRS.update({"serving-loader", "serving-loader.lock"})
     with open(base / "serving-loader.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return serving.build_loader(str(base / "serving-loader"))

@@ -37,7 +37,10 @@ def test_notebook_runs(path, tmp_path, small_data_root):
     # with cifar10-jpg and hymenoptera cut to a few images a class
     # (conftest.small_data: the same folder paths; notebook 01 no longer
     # validates on all 10,000 CIFAR test images).
-    env = {"RESNET_TF_NB_SIZE": "small", "RESNET_TF_DATA": str(small_data_root)}
+    # The notebooks' WORK folders (tempfile.mkdtemp) go in this test's tmp_path,
+    # freed when it passes (~450 MB for 03 and 04).
+    env = {"RESNET_TF_NB_SIZE": "small", "RESNET_TF_DATA": str(small_data_root),
+           "TMPDIR": str(tmp_path)}
     env_before = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -64,8 +67,8 @@ def test_notebook_03_imports_the_weights_file_it_is_given(tmp_path):
     nb.cells = nb.cells[:5] + [nbformat.v4.new_code_cell(
         "from resnet_tf import model_dir\n"
         "print('LAYOUT', model_dir.load_classifier(clf).model.stride_on, clf)")]
-    old = {k: os.environ.get(k) for k in ("RESNET_TF_WEIGHTS", "RESNET_TF_NB_SIZE")}
-    os.environ.update(RESNET_TF_WEIGHTS=pth, RESNET_TF_NB_SIZE="small")
+    old = {k: os.environ.get(k) for k in ("RESNET_TF_WEIGHTS", "RESNET_TF_NB_SIZE", "TMPDIR")}
+    os.environ.update(RESNET_TF_WEIGHTS=pth, RESNET_TF_NB_SIZE="small", TMPDIR=str(tmp_path))
     try:
         NotebookClient(nb, timeout=600, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute()
