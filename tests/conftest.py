@@ -159,8 +159,8 @@ def module_scratch(request, tmp_path_factory):
     ``tmp_path_factory.mktemp`` (ResNet-50 weight files and SavedModels of
     ~100 MB each) are removed here, after the file's last test, unless a test
     of the file failed (they are kept to debug it, as pytest keeps a failed
-    test's ``tmp_path``). Without it the suite held 3+ GB of temporary files
-    at once, and a CI machine with little free disk failed with ENOSPC."""
+    test's ``tmp_path``). Without them the suite held 11.9 GB of temporary
+    files at its peak (2.3 GB with them), and CI failed with ENOSPC."""
     import shutil
 
     base = tmp_path_factory.getbasetemp()
