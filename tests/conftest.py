@@ -56,6 +56,9 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", _threads)
     os.environ.setdefault("OMP_NUM_THREADS", _threads)
 
+# resnet_tf before keras (which imports TensorFlow): the package picks TF's
+# oneDNN kernels before TF starts, as it does for users (resnet_tf.__init__).
+import resnet_tf  # noqa: E402,F401
 import keras  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
