@@ -36,10 +36,11 @@ def machine_summary():
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def run_child(script, args, timeout=1800):
-    """Run ``script --child args...`` and return the JSON it prints last."""
+def run_child(script, args, timeout=1800, env=None):
+    """Run ``script --child args...`` and return the JSON it prints last.
+    ``env``: variables set for the child on top of this process's."""
     cmd = [sys.executable, script, "--child", *args]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     # Every TensorFlow peer (tf_keras too) gets the kernels that `import
     # resnet_tf` asks for on x86 (oneDNN; resnet_tf._prefer_onednn), so a
     # ratio measures the code, not the setting. The user's own value is kept.
