@@ -32,10 +32,10 @@ _SEVERITY = {"I": 0, "W": 1, "E": 2, "F": 3}
 
 # TensorFlow's oneDNN kernels. TF 2.21 turns them on by itself only on x86
 # CPUs with AVX-512 VNNI/BF16 or AMX, and runs Eigen's kernels on AVX2-only
-# ones. Measured on a 2-core AVX2 AMD EPYC (Zen 2), float32: ResNet-20
-# training steps 0.51 -> 0.22-0.26 s wall (batch 64, one op thread), ResNet-50
-# inference 0.58 -> 0.51 s (batch 8); the test suite's calibrated learning
-# paths were set on oneDNN. So resnet-tf asks for them on every x86 CPU,
+# ones. Measured on a 2-core AVX2 AMD EPYC (Zen 2), float32, with
+# benchmarks/onednn_kernels.py: training 2.03x faster for ResNet-20 and 1.53x
+# for ResNet-50, ResNet-50 inference 0.93x (benchmarks/RESULTS.md); the test
+# suite's learning paths were set on oneDNN. So resnet-tf asks for it on every x86 CPU,
 # unless the user set TF_ENABLE_ONEDNN_OPTS (0 keeps Eigen) or TensorFlow
 # was imported before resnet_tf (then TF has already chosen).
 _ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
