@@ -28,7 +28,7 @@ from detection import losses, multiscale
 from detection.anchors import AnchorGenerator
 from detection.box_coder import HEAD_WEIGHTS, RPN_WEIGHTS, BoxCoder
 from detection.heads import (Conv5HeadParts, build_conv5_head, build_rpn_head,
-                             freeze_backbone)
+                             build_variables, freeze_backbone)
 from detection.matcher import head_matcher, rpn_matcher
 from detection.ops.boxes import is_valid
 from detection.ops.nms import per_class_nms
@@ -174,11 +174,12 @@ class FasterRCNN(keras.Model):
         freeze_backbone((self.trunk, self.roi_head), self.freeze_at, self.frozen_bn)
 
     def ensure_built(self, size=64):
-        """Run once on a blank image so every variable exists (needed before
-        loading weights or resuming with BackupAndRestore)."""
+        """Create every variable (needed before loading weights or resuming
+        with BackupAndRestore) by tracing a call on a blank ``size``-px image
+        (``heads.build_variables``: nothing is computed)."""
         if not self.built:
-            self({"images": tf.zeros([1, size, size, 3]),
-                  "image_sizes": tf.constant([[size, size]], tf.float32)})
+            build_variables(self, {"images": tf.zeros([1, size, size, 3]),
+                                   "image_sizes": tf.constant([[size, size]], tf.float32)})
         return self
 
     # --- forward -------------------------------------------------------------
