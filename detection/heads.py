@@ -139,33 +139,6 @@ class Conv5HeadParts:
                 "box_deltas": self.head.get_layer("box_deltas_per_class")(box)}
 
 
-def build_variables(model, inputs):
-    """Create every variable of ``model`` (a subclassed Keras model, unbuilt)
-    as one call on ``inputs`` would, without the call's arithmetic.
-
-    On the TensorFlow backend the call is traced into a graph that is never
-    run (Keras creates variables outside the graph, so they exist after the
-    trace, and ``model.built`` is True). An eager call runs every op: for the
-    C4 detector on a 64-px blank image that is conv5_x on each of its test
-    proposals (on a 2-core AVX2 EPYC, 5.1 s of CPU for ResNet-18 against 1.3 s
-    traced). Other backends: the eager call.
-
-    Args:
-        model: a ``keras.Model``; its ``call`` must trace without AutoGraph
-            (no Python ``if`` on a tensor).
-        inputs: what ``model`` takes (tensors or a dict of them; blank is fine).
-    Returns:
-        ``model``.
-    """
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.function(lambda: model(inputs), autograph=False).get_concrete_function()
-    else:
-        model(inputs)
-    return model
-
-
 def load_backbone_weights(model, classifier):
     """Copy every layer of ``model`` that the classifier has (by name:
     conv1..conv4 in the trunk, conv5 in the RoI head) from ``classifier``.

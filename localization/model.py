@@ -50,7 +50,7 @@ from keras import ops
 from detection import losses
 from detection.anchors import AnchorGenerator
 from detection.box_coder import RPN_WEIGHTS, BoxCoder
-from detection.heads import build_variables, freeze_backbone, load_backbone_weights
+from detection.heads import freeze_backbone, load_backbone_weights
 from detection.matcher import Matcher
 from detection.targets import label_and_sample_anchors
 from localization.head import PerClassRPNHead
@@ -141,11 +141,10 @@ class Localizer(keras.Model):
         freeze_backbone((self.trunk,), self.freeze_at, self.frozen_bn)
 
     def ensure_built(self, size=None):
-        """Create every variable by tracing a call on a blank image
-        (``detection.heads.build_variables``: nothing is computed)."""
+        """Run once on a blank image so every variable exists."""
         if not self.built:
             size = size or (224 if self.classifier.family == "imagenet" else 32)
-            build_variables(self, ops.zeros((1, size, size, 3)))
+            self(ops.zeros((1, size, size, 3)))
         return self
 
     def load_classifier_weights(self, classifier):

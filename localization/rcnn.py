@@ -36,7 +36,7 @@ from keras import ops
 
 from detection import losses
 from detection.box_coder import HEAD_WEIGHTS, BoxCoder
-from detection.heads import build_variables, freeze_backbone, load_backbone_weights
+from detection.heads import freeze_backbone, load_backbone_weights
 from resnet_tf import zoo
 from resnet_tf.backbone import apply_trunk
 from resnet_tf.blocks import BlockOptions
@@ -136,10 +136,9 @@ class RegionClassifier(keras.Model):
         freeze_backbone((self.trunk,), self.freeze_at, self.frozen_bn)
 
     def ensure_built(self):
-        """Create every variable by tracing a call on a blank region
-        (``detection.heads.build_variables``: nothing is computed)."""
+        """Run once on a blank region so every variable exists."""
         if not self.built:
-            build_variables(self, ops.zeros((1, self.warp_size, self.warp_size, 3)))
+            self(ops.zeros((1, self.warp_size, self.warp_size, 3)))
         return self
 
     def load_classifier_weights(self, classifier):

@@ -159,3 +159,46 @@ def test_config_round_trip_and_bad_arguments():
         FasterRCNN(2, pooler="warp")
     with pytest.raises(ValueError, match="class names"):
         FasterRCNN(2, class_names=["a"])
+
+
+class CountsCalls(keras.Model):
+    """One Dense layer and a counter that each run of ``call`` increments."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(3)
+        self.runs = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                    name="runs")
+
+    def call(self, x):
+        self.runs.assign_add(1.0)
+        return self.dense(x)
+
+
+def test_build_variables_creates_the_variables_without_running_the_call():
+    from detection.model import build_variables
+
+    model = build_variables(CountsCalls(), np.zeros((2, 5), np.float32))
+    assert model.built and model.dense.kernel.shape == (5, 3)
+    assert float(model.runs.numpy()) == 0.0  # traced, never run
+    model(np.zeros((2, 5), np.float32))
+    assert float(model.runs.numpy()) == 1.0
+
+
+def test_the_detector_built_by_tracing_has_the_eager_call_s_variables():
+    """``FasterRCNN.ensure_built`` (traced) makes the variables one eager call
+    on the same blank image makes: the same paths, shapes and dtypes."""
+    import tensorflow as tf
+
+    from detection.model import FasterRCNN
+
+    def variables(model):
+        return sorted((v.path, tuple(v.shape), v.dtype) for v in model.variables)
+
+    kwargs = dict(depth=18, width=8, anchor_scales=(16, 32), global_context=True)
+    keras.backend.clear_session()  # the same automatic names in both
+    traced = FasterRCNN(3, **kwargs).ensure_built(size=48)
+    keras.backend.clear_session()
+    eager = FasterRCNN(3, **kwargs)
+    eager({"images": tf.zeros([1, 48, 48, 3]), "image_sizes": tf.constant([[48.0, 48.0]])})
+    assert traced.built and variables(traced) == variables(eager)
