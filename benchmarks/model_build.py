@@ -67,7 +67,7 @@ def child(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--peer", default="ours", help=argparse.SUPPRESS)
+    p.add_argument("--peer", default="ours", choices=("ours", "eager"), help=argparse.SUPPRESS)
     p.add_argument("--model", default="detector18", help=argparse.SUPPRESS)
     p.add_argument("--models", default=",".join(MODELS),
                    help=f"comma-separated, of {', '.join(MODELS)}")
@@ -75,6 +75,8 @@ def main():
     args = p.parse_args()
     if args.child:
         return child(args)
+    if args.repeats < 1:
+        p.error(f"--repeats must be at least 1, got {args.repeats}")
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in MODELS]
     if unknown:

@@ -46,17 +46,18 @@ FEATURE_LEVEL = "C4"  # Appendix A: the RPN and RoI pooling sit on conv4_x
 
 
 def build_variables(model, inputs):
-    """Create every variable of ``model`` (a subclassed Keras model, unbuilt)
-    as one call on ``inputs`` would, without the call's arithmetic.
+    """Build ``model`` (a subclassed Keras model, unbuilt) as one call on
+    ``inputs`` would: the variables the call creates, and ``model.built``,
+    without the call's arithmetic.
 
     On the TensorFlow backend the call is traced into a graph that is never
-    run (Keras creates variables outside the graph, so they exist after the
-    trace, and ``model.built`` is True). An eager call runs every op: for the
-    C4 detector on a 64-px blank image that is conv5_x on each of its test
-    proposals: 4.8 s of CPU against 1.3 s traced for ResNet-18, 8.4 s against
-    1.6 s for ResNet-50 (``benchmarks/model_build.py``, a 2-core AVX2 EPYC).
-    The localizers keep the eager call: theirs costs less than the trace
-    (ResNet-50: 2.3 s against 3.6 s). Other backends: the eager call.
+    run (Keras creates variables outside the graph). An eager call runs every
+    op: for the C4 detector on a 64-px blank image that is conv5_x on each of
+    its test proposals: 4.5 s of CPU against 1.3 s traced for ResNet-18,
+    8.8 s against 1.8 s for ResNet-50 (``benchmarks/model_build.py``, a 2-core
+    AVX2 EPYC). The localizers keep the eager call: their heads build inside
+    the call, so a trace traces twice and costs more (ResNet-50: 4.0 s
+    against 2.6 s eager). Other backends: the eager call.
 
     Args:
         model: a ``keras.Model``; its ``call`` must trace without AutoGraph
@@ -70,7 +71,6 @@ def build_variables(model, inputs):
     else:
         model(inputs)
     return model
-
 
 
 @keras.saving.register_keras_serializable(package="detection")

@@ -120,4 +120,3 @@ def test_total_loss_adds_the_regularisation_and_divides_by_the_replicas(monkeypa
 
     monkeypatch.setattr(tf.distribute, "get_strategy", lambda: FourReplicas())
     assert float(total_loss([1.0, 2.0], [0.5])) == pytest.approx(3.5 / 4)
-
