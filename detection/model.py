@@ -57,7 +57,7 @@ def build_variables(model, inputs):
     8.8 s against 1.8 s for ResNet-50 (``benchmarks/model_build.py``, a 2-core
     AVX2 EPYC). The localizers keep the eager call: their heads build inside
     the call, so a trace traces twice and costs more (ResNet-50: 4.0 s
-    against 2.6 s eager). Other backends: the eager call.
+    against 2.6 s eager). TensorFlow only, as the detector is.
 
     Args:
         model: a ``keras.Model``; its ``call`` must trace without AutoGraph
@@ -66,10 +66,7 @@ def build_variables(model, inputs):
     Returns:
         ``model``.
     """
-    if keras.backend.backend() == "tensorflow":
-        tf.function(lambda: model(inputs), autograph=False).get_concrete_function()
-    else:
-        model(inputs)
+    tf.function(lambda: model(inputs), autograph=False).get_concrete_function()
     return model
 
 

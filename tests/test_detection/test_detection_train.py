@@ -120,8 +120,9 @@ def test_overfits_a_handful_of_bccd_images_to_map_above_0_8(op_determinism):
     path every run (but kernels differ between CPU kinds). 32 RoIs an image
     (conv5_x on each RoI is most of a step): on an AVX2 EPYC mAP 0 after 10
     iterations, 0.62 after 30, 0.85 after 80, in 190 s of CPU for training
-    (seed 2: 0.86 after 100; 64 RoIs: 0.86 after 120, 424 s). The cap is 160. Adam, 224 px and
-    500/100 proposals: SGD at 320 px took about 3.5x the CPU."""
+    (seed 2: 0.86 after 100; 64 RoIs: 0.86 after 120, 424 s). The cap is
+    160. Adam, 224 px and 500/100 proposals: SGD at 320 px took about 3.5x
+    the CPU."""
     import dataclasses
 
     import keras
